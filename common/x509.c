@@ -521,11 +521,14 @@ enum cm_reason cm_cert_verify(struct cm_cert *cert, const struct cm_trust *trust
 	if (first_time >= 0) {
 		reason = ve.code[first_time] == X509_V_ERR_CERT_HAS_EXPIRED ? CM_REASON_EXPIRED
 									    : CM_REASON_NOT_YET_VALID;
-		if (detail != NULL && *detail == NULL)
-			*detail = cm_strdup_printf("%s (depth %d; valid %s to %s)",
-						   X509_verify_cert_error_string(ve.code[first_time]),
-						   ve.depth[first_time], cert->summary.not_before,
-						   cert->summary.not_after);
+		if (ve.depth[first_time] == 0)
+			set_detail(detail, "%s (valid %s to %s)",
+				   X509_verify_cert_error_string(ve.code[first_time]),
+				   cert->summary.not_before, cert->summary.not_after);
+		else
+			set_detail(detail, "%s (issuer certificate at depth %d)",
+				   X509_verify_cert_error_string(ve.code[first_time]),
+				   ve.depth[first_time]);
 		goto out;
 	}
 	cert->path = X509_STORE_CTX_get1_chain(ctx);
