@@ -15,7 +15,6 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +31,10 @@
 #define JPATH_MAX 320 /* our JSON paths: fixed keys, indices < 64, one shown key */
 #define SHOW_MAX 64   /* bytes of an offending value or key shown in a message */
 #define SHOW_BUF (SHOW_MAX * 4 + 8)
+
+#define BASE_DN_EXAMPLE "\"DC=example,DC=com\""
+#define BIND_DN_EXAMPLE "\"CN=certmap,CN=Users,DC=example,DC=com\""
+#define GROUP_DN_EXAMPLE "\"CN=Users,DC=example,DC=com\""
 
 /* Flags for the key/value readers. */
 #define F_REQUIRED 0x1u /* absent is an error */
@@ -69,8 +72,8 @@ static void add_line(struct loader *ld, char *line)
 	}
 	if (e->n == CM_CONFIG_MAX_ERRORS - 1) {
 		free(line);
-		line = cm_strdup_printf("%s: too many errors; only the first %d are shown", ld->file,
-					CM_CONFIG_MAX_ERRORS - 1);
+		line = cm_strdup_printf("%s: too many errors; only the first %d are shown",
+					ld->file, CM_CONFIG_MAX_ERRORS - 1);
 		if (line == NULL) {
 			ld->oom = true;
 			return;
@@ -271,6 +274,8 @@ static int val_object(struct loader *ld, const char *path, json_t *v, const char
 
 		(void)item;
 		path_key(p, path, key, klen);
+		/* jansson 2.14 already refuses "\u0000" in keys; kept in case a
+		 * later version lets them through with JSON_ALLOW_NUL. */
 		if (strlen(key) != klen)
 			add_error(ld, p, "key contains a NUL byte");
 		else if (!in_names(key, allowed))
@@ -658,7 +663,8 @@ static bool valid_location_path(const char *s)
 	for (const char *seg = s + 1;;) {
 		size_t n = strcspn(seg, "/");
 
-		if (n == 0 || (n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.'))
+		if (n == 0 || (n == 1 && seg[0] == '.') ||
+		    (n == 2 && seg[0] == '.' && seg[1] == '.'))
 			return false;
 		for (size_t i = 0; i < n; i++) {
 			unsigned char c = (unsigned char)seg[i];
@@ -678,7 +684,7 @@ enum list_kind { LIST_FILES, LIST_DNS };
 
 /* A string list; entries that fail validation are reported and left out. */
 static int key_strlist(struct loader *ld, json_t *obj, const char *parent, const char *key,
-		       unsigned flags, enum list_kind kind, size_t min, struct cm_strlist *out)
+		       unsigned flags, enum list_kind kind, bool nonempty, struct cm_strlist *out)
 {
 	char path[JPATH_MAX];
 	json_t *arr, *v;
@@ -687,9 +693,8 @@ static int key_strlist(struct loader *ld, json_t *obj, const char *parent, const
 
 	if (r <= 0)
 		return r;
-	if (json_array_size(arr) < min) {
-		add_error(ld, path, "expected at least %zu %s", min,
-			  kind == LIST_FILES ? "file" : "DN");
+	if (nonempty && json_array_size(arr) == 0) {
+		add_error(ld, path, "expected at least one %s", kind == LIST_FILES ? "file" : "DN");
 		return -1;
 	}
 	if (json_array_size(arr) > 0) {
@@ -719,7 +724,8 @@ static int key_strlist(struct loader *ld, json_t *obj, const char *parent, const
 				if (pr == -2)
 					add_oom(ld, ip);
 				else
-					add_error(ld, ip, "expected a DN such as \"CN=Users,DC=example,DC=com\"");
+					add_error(ld, ip, "expected a DN such as %s",
+						  GROUP_DN_EXAMPLE);
 				continue;
 			}
 			s = dup_or_oom(ld, ip, dn);
@@ -811,7 +817,8 @@ static void parse_listen(struct loader *ld, json_t *root)
 		key_string(ld, item, ip, "address", F_REQUIRED, &l->address);
 		if (key_int(ld, item, ip, "port", F_REQUIRED, 1, 65535, &port) == 1)
 			l->port = (int)port;
-		key_file(ld, item, ip, "certificate", F_REQUIRED | daemon_check(ld), &l->certificate);
+		key_file(ld, item, ip, "certificate", F_REQUIRED | daemon_check(ld),
+			 &l->certificate);
 		key_file(ld, item, ip, "key", F_REQUIRED | F_SECRET | daemon_check(ld), &l->key);
 	}
 }
@@ -844,7 +851,7 @@ static void parse_revocation(struct loader *ld, json_t *cc, const char *parent)
 		return;
 	if (key_enum(ld, o, path, "mode", revocation_modes, &mode) == 1)
 		cfg->client_certificates.revocation.mode = (enum cm_revocation_mode)mode;
-	key_strlist(ld, o, path, "crl_files", F_CHECK, LIST_FILES, 0,
+	key_strlist(ld, o, path, "crl_files", F_CHECK, LIST_FILES, false,
 		    &cfg->client_certificates.revocation.crl_files);
 	key_bool(ld, o, path, "fetch_cdp", &cfg->client_certificates.revocation.fetch_cdp);
 	key_bool(ld, o, path, "ocsp", &cfg->client_certificates.revocation.ocsp);
@@ -869,7 +876,7 @@ static void parse_client_certificates(struct loader *ld, json_t *root)
 
 	if (key_object(ld, root, "$", "client_certificates", F_REQUIRED, cc_keys, path, &o) <= 0)
 		return;
-	key_strlist(ld, o, path, "trusted_issuers", F_REQUIRED | F_CHECK, LIST_FILES, 1,
+	key_strlist(ld, o, path, "trusted_issuers", F_REQUIRED | F_CHECK, LIST_FILES, true,
 		    &cfg->client_certificates.trusted_issuers);
 	key_bool(ld, o, path, "require_client_auth_eku",
 		 &cfg->client_certificates.require_client_auth_eku);
@@ -963,49 +970,61 @@ static void read_bind_password(struct loader *ld, const char *path)
 	}
 }
 
+/* directory.uris; needs directory.starttls already read. */
+static void parse_uris(struct loader *ld, json_t *o, const char *parent)
+{
+	struct cm_strlist *uris = &ld->cfg->directory.uris;
+	char path[JPATH_MAX];
+	json_t *arr, *v;
+	size_t i;
+
+	if (key_array(ld, o, parent, "uris", F_REQUIRED, path, &arr) != 1)
+		return;
+	if (json_array_size(arr) == 0) {
+		add_error(ld, path, "expected at least one URI");
+		return;
+	}
+	uris->v = calloc(json_array_size(arr), sizeof(*uris->v));
+	if (uris->v == NULL) {
+		add_oom(ld, path);
+		return;
+	}
+	json_array_foreach(arr, i, v)
+	{
+		char ip[JPATH_MAX];
+		const char *s;
+		char *d;
+
+		path_index(ip, path, i);
+		s = val_str(ld, ip, v, 0);
+		if (s == NULL)
+			continue;
+		if (!valid_ldap_uri(s)) {
+			add_error(ld, ip, "expected an ldap:// or ldaps:// URI");
+			continue;
+		}
+		if (ld->cfg->directory.starttls && has_prefix_ci(s, "ldaps://")) {
+			add_error(ld, ip, "\"starttls\" cannot be used with an ldaps:// URI");
+			continue;
+		}
+		d = dup_or_oom(ld, ip, s);
+		if (d != NULL)
+			uris->v[uris->n++] = d;
+	}
+}
+
 static void parse_directory(struct loader *ld, json_t *root)
 {
 	struct cm_config *cfg = ld->cfg;
-	char path[JPATH_MAX], up[JPATH_MAX], kp[JPATH_MAX], pwp[JPATH_MAX];
-	json_t *o, *arr, *v;
+	char path[JPATH_MAX], kp[JPATH_MAX], pwp[JPATH_MAX];
 	long long t;
-	size_t i;
+	json_t *o;
 	int dialect, r_dn, r_pw, pr;
 
 	if (key_object(ld, root, "$", "directory", F_REQUIRED, directory_keys, path, &o) <= 0)
 		return;
 	key_bool(ld, o, path, "starttls", &cfg->directory.starttls);
-	if (key_array(ld, o, path, "uris", F_REQUIRED, up, &arr) == 1) {
-		if (json_array_size(arr) == 0)
-			add_error(ld, up, "expected at least one URI");
-		else if ((cfg->directory.uris.v = calloc(json_array_size(arr), sizeof(char *))) ==
-			 NULL)
-			add_oom(ld, up);
-		else
-			json_array_foreach(arr, i, v)
-			{
-				char ip[JPATH_MAX];
-				const char *s;
-				char *d;
-
-				path_index(ip, up, i);
-				s = val_str(ld, ip, v, 0);
-				if (s == NULL)
-					continue;
-				if (!valid_ldap_uri(s)) {
-					add_error(ld, ip, "expected an ldap:// or ldaps:// URI");
-					continue;
-				}
-				if (cfg->directory.starttls && has_prefix_ci(s, "ldaps://")) {
-					add_error(ld, ip,
-						  "\"starttls\" cannot be used with an ldaps:// URI");
-					continue;
-				}
-				d = dup_or_oom(ld, ip, s);
-				if (d != NULL)
-					cfg->directory.uris.v[cfg->directory.uris.n++] = d;
-			}
-	}
+	parse_uris(ld, o, path);
 	if (key_enum(ld, o, path, "dialect", dialects, &dialect) == 1)
 		cfg->directory.dialect = (enum cm_dialect)dialect;
 	if (key_string(ld, o, path, "base_dn", F_REQUIRED, &cfg->directory.base_dn) == 1) {
@@ -1014,7 +1033,7 @@ static void parse_directory(struct loader *ld, json_t *root)
 		if (pr == -2)
 			add_oom(ld, kp);
 		else if (pr != 0)
-			add_error(ld, kp, "expected a DN such as \"DC=example,DC=com\"");
+			add_error(ld, kp, "expected a DN such as %s", BASE_DN_EXAMPLE);
 	}
 	r_dn = key_string(ld, o, path, "bind_dn", F_NULLABLE, &cfg->directory.bind_dn);
 	if (r_dn == 1) {
@@ -1023,8 +1042,7 @@ static void parse_directory(struct loader *ld, json_t *root)
 		if (pr == -2)
 			add_oom(ld, kp);
 		else if (pr != 0)
-			add_error(ld, kp,
-				  "expected a DN such as \"CN=certmap,CN=Users,DC=example,DC=com\"");
+			add_error(ld, kp, "expected a DN such as %s", BIND_DN_EXAMPLE);
 	}
 	r_pw = key_file(ld, o, path, "bind_password_file", F_NULLABLE | F_CHECK | F_SECRET,
 			&cfg->directory.bind_password_file);
@@ -1043,75 +1061,92 @@ static void parse_directory(struct loader *ld, json_t *root)
 	key_string(ld, o, path, "netbios_domain", F_NULLABLE, &cfg->directory.netbios_domain);
 }
 
-static void parse_mapping(struct loader *ld, json_t *root)
+static bool is_implemented(enum cm_method m)
+{
+	for (size_t i = 0; i < N_IMPLEMENTED; i++)
+		if (implemented_methods[i] == m)
+			return true;
+	return false;
+}
+
+/* "user_certificate, upn" */
+static void implemented_list(char *out, size_t outsz)
+{
+	size_t o = 0;
+
+	out[0] = '\0';
+	for (size_t i = 0; i < N_IMPLEMENTED; i++) {
+		int w = snprintf(out + o, outsz - o, "%s%s", i > 0 ? ", " : "",
+				 cm_method_name(implemented_methods[i]));
+
+		if (w < 0 || (size_t)w >= outsz - o)
+			break;
+		o += (size_t)w;
+	}
+}
+
+/* mapping.methods: names known to decision.c, no duplicates, implemented. */
+static void parse_methods(struct loader *ld, json_t *o, const char *parent)
 {
 	struct cm_config *cfg = ld->cfg;
-	char path[JPATH_MAX], mp[JPATH_MAX], expect[256], avail[256];
+	char path[JPATH_MAX], expect[256], avail[256];
 	const char *names[CM_METHOD_COUNT];
-	enum cm_method methods[CM_METHOD_COUNT];
 	bool seen[CM_METHOD_COUNT] = {false};
-	size_t n = 0, i, avail_len = 0;
-	json_t *o, *arr, *v;
-	int mode, r;
+	size_t i, n = 0;
+	json_t *arr, *v;
 
-	if (key_object(ld, root, "$", "mapping", 0, mapping_keys, path, &o) <= 0)
+	if (key_array(ld, o, parent, "methods", 0, path, &arr) != 1)
 		return;
+	if (json_array_size(arr) == 0) {
+		add_error(ld, path, "expected at least one method");
+		return;
+	}
 	for (i = 0; i < CM_METHOD_COUNT; i++)
 		names[i] = cm_method_name((enum cm_method)i);
 	expect_list(names, CM_METHOD_COUNT, expect, sizeof(expect));
-	for (i = 0; i < N_IMPLEMENTED; i++) {
-		int w = snprintf(avail + avail_len, sizeof(avail) - avail_len, "%s%s",
-				 i > 0 ? ", " : "", cm_method_name(implemented_methods[i]));
+	implemented_list(avail, sizeof(avail));
+	json_array_foreach(arr, i, v)
+	{
+		char ip[JPATH_MAX], got[SHOW_BUF];
+		enum cm_method m;
 
-		if (w > 0 && (size_t)w < sizeof(avail) - avail_len)
-			avail_len += (size_t)w;
-	}
-	r = key_array(ld, o, path, "methods", 0, mp, &arr);
-	if (r == 1 && json_array_size(arr) == 0)
-		add_error(ld, mp, "expected at least one method");
-	if (r == 1) {
-		bool ok = json_array_size(arr) > 0;
-
-		json_array_foreach(arr, i, v)
-		{
-			char ip[JPATH_MAX], got[SHOW_BUF];
-			enum cm_method m;
-			bool done = false;
-
-			path_index(ip, mp, i);
-			if (!json_is_string(v)) {
-				add_error(ld, ip, "expected %s, got %s", expect, type_name(v));
-				ok = false;
-				continue;
-			}
-			if (strlen(json_string_value(v)) != json_string_length(v) ||
-			    cm_method_from_name(json_string_value(v), &m) != 0) {
-				quote_json_string(v, got, sizeof(got));
-				add_error(ld, ip, "expected %s, got %s", expect, got);
-				ok = false;
-				continue;
-			}
-			if (seen[m]) {
-				add_error(ld, ip, "duplicate method \"%s\"", cm_method_name(m));
-				ok = false;
-				continue;
-			}
-			seen[m] = true;
-			for (size_t k = 0; k < N_IMPLEMENTED; k++)
-				done = done || implemented_methods[k] == m;
-			if (!done) {
-				add_error(ld, ip, "method \"%s\" is not implemented yet (available: %s)",
-					  cm_method_name(m), avail);
-				ok = false;
-				continue;
-			}
-			methods[n++] = m;
+		path_index(ip, path, i);
+		if (!json_is_string(v)) {
+			add_error(ld, ip, "expected %s, got %s", expect, type_name(v));
+			continue;
 		}
-		if (ok) {
-			memcpy(cfg->mapping.methods, methods, n * sizeof(methods[0]));
-			cfg->mapping.n_methods = n;
+		if (strlen(json_string_value(v)) != json_string_length(v) ||
+		    cm_method_from_name(json_string_value(v), &m) != 0) {
+			quote_json_string(v, got, sizeof(got));
+			add_error(ld, ip, "expected %s, got %s", expect, got);
+			continue;
 		}
+		if (seen[m]) {
+			add_error(ld, ip, "duplicate method \"%s\"", cm_method_name(m));
+			continue;
+		}
+		seen[m] = true;
+		if (!is_implemented(m)) {
+			add_error(ld, ip, "method \"%s\" is not implemented yet (available: %s)",
+				  cm_method_name(m), avail);
+			continue;
+		}
+		cfg->mapping.methods[n++] = m; /* n <= CM_METHOD_COUNT: no duplicates */
 	}
+	if (n > 0) /* otherwise errors were reported and the load fails */
+		cfg->mapping.n_methods = n;
+}
+
+static void parse_mapping(struct loader *ld, json_t *root)
+{
+	struct cm_config *cfg = ld->cfg;
+	char path[JPATH_MAX];
+	json_t *o;
+	int mode;
+
+	if (key_object(ld, root, "$", "mapping", 0, mapping_keys, path, &o) <= 0)
+		return;
+	parse_methods(ld, o, path);
 	if (key_enum(ld, o, path, "on_ambiguous", ambiguous_modes, &mode) == 1)
 		cfg->mapping.on_ambiguous = (enum cm_on_ambiguous)mode;
 }
@@ -1125,7 +1160,7 @@ static void parse_authorization(struct loader *ld, json_t *root)
 
 	if (key_object(ld, root, "$", "authorization", 0, authorization_keys, path, &o) <= 0)
 		return;
-	key_strlist(ld, o, path, "required_groups", 0, LIST_DNS, 0,
+	key_strlist(ld, o, path, "required_groups", 0, LIST_DNS, false,
 		    &cfg->authorization.required_groups);
 	key_bool(ld, o, path, "check_account_state", &cfg->authorization.check_account_state);
 	if (key_enum(ld, o, path, "basic_user_binding", basic_bindings, &mode) == 1)
@@ -1309,8 +1344,8 @@ int cm_config_load(const char *file, enum cm_config_purpose purpose, struct cm_c
 	root = json_loadb((const char *)buf, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
 	if (root == NULL) {
 		if (jerr.line > 0)
-			add_line(&ld, cm_strdup_printf("%s:%d:%d: invalid JSON: %s", file, jerr.line,
-						       jerr.column, jerr.text));
+			add_line(&ld, cm_strdup_printf("%s:%d:%d: invalid JSON: %s", file,
+						       jerr.line, jerr.column, jerr.text));
 		else
 			add_error(&ld, NULL, "invalid JSON: %s", jerr.text);
 		goto cleanup;

@@ -7,11 +7,15 @@
  * bind, busy), the handle is closed and the next URI is tried, wrapping
  * around once from the current one: one call tries each URI at most once
  * (plus one immediate reconnect when a kept connection turned out to be
- * closed by the server). Every blocking libldap call is bounded by
- * directory.timeout_ms: connect and TLS handshake (LDAP_OPT_NETWORK_TIMEOUT),
- * synchronous calls (LDAP_OPT_TIMEOUT), bind and search (ldap_result with a
- * timeout), plus a server-side time and size limit on every search.
- * TLS options are set on each handle (LDAP_OPT_X_TLS_NEWCTX), never globally.
+ * closed by the server). Every blocking step is bounded by
+ * directory.timeout_ms: TCP connect (LDAP_OPT_NETWORK_TIMEOUT), TLS handshake
+ * (see connect_uri), socket reads and writes (SO_RCVTIMEO/SO_SNDTIMEO),
+ * synchronous calls such as StartTLS (LDAP_OPT_TIMEOUT), bind and search
+ * (ldap_result with a timeout), plus a server-side time and size limit on
+ * every search. A server that accepts TCP and never answers therefore costs
+ * about one timeout before the next URI is tried.
+ * TLS options are set on each handle (LDAP_OPT_X_TLS_NEWCTX), never globally;
+ * certificate checking is "demand" with directory.ca_file.
  * Threading: dir->lock serializes every operation on the handle.
  */
 #include "certmap/directory.h"
@@ -24,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 
 #include <lber.h>
@@ -117,6 +122,8 @@ static void describe(LDAP *ld, int rc, const char *server_msg, const char *prefi
 	if ((extra == NULL || extra[0] == '\0') && ld != NULL &&
 	    ldap_get_option(ld, LDAP_OPT_DIAGNOSTIC_MESSAGE, &diag) == LDAP_OPT_SUCCESS)
 		extra = diag;
+	if (extra != NULL && strcmp(extra, "(unknown error code)") == 0)
+		extra = NULL; /* libldap's text for GnuTLS verification failures */
 	n = snprintf(buf, size, "%s%s", prefix, ldap_err2string(rc));
 	if (n >= 0 && (size_t)n < size && extra != NULL && extra[0] != '\0')
 		snprintf(buf + n, size - (size_t)n, " (%s)", extra);
@@ -211,21 +218,89 @@ static int bind_handle(struct cm_dir *dir, LDAP *ld, char *msg, size_t size)
 	return code;
 }
 
+/* "ldap://host:port" for an ldaps:// URI (port 636 when none is given), so
+ * that the TCP connect and the TLS handshake are separate steps; malloc'd. */
+static char *plain_uri_of(const char *uri)
+{
+	LDAPURLDesc *lud = NULL;
+	const char *host;
+	char *out;
+	int port;
+
+	if (ldap_url_parse(uri, &lud) != LDAP_URL_SUCCESS)
+		return NULL;
+	host = lud->lud_host != NULL ? lud->lud_host : "";
+	port = lud->lud_port > 0 ? lud->lud_port : LDAPS_PORT;
+	out = cm_strdup_printf(strchr(host, ':') != NULL ? "ldap://[%s]:%d" : "ldap://%s:%d", host,
+			       port);
+	ldap_free_urldesc(lud);
+	return out;
+}
+
+/* Bounds every blocking read and write on the connection's socket. */
+static int set_socket_timeouts(LDAP *ld, int ms, char *msg, size_t size)
+{
+	struct timeval tv = ms_to_tv(ms);
+	int fd = -1;
+
+	if (ldap_get_option(ld, LDAP_OPT_DESC, &fd) != LDAP_OPT_SUCCESS || fd < 0) {
+		snprintf(msg, size, "connect: no socket");
+		return -1;
+	}
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) != 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) != 0) {
+		snprintf(msg, size, "connect: setsockopt: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* Prefix of a TLS failure: a handshake that failed (not timed out) is most
+ * often an untrusted or misnamed server certificate. */
+static const char *tls_prefix(int rc, const char *step)
+{
+	if (rc != LDAP_CONNECT_ERROR)
+		return strcmp(step, "TLS") == 0 ? "TLS: " : "StartTLS: ";
+	return strcmp(step, "TLS") == 0
+		       ? "TLS handshake failed (server certificate not trusted by ca_file, or not "
+			 "issued for this host?): "
+		       : "StartTLS handshake failed (server certificate not trusted by ca_file, or "
+			 "not issued for this host?): ";
+}
+
 /* A new handle, connected (TLS as configured) and bound to uris[idx]; NULL
- * with msg on failure. */
+ * with msg on failure.
+ *
+ * Why the TLS handshake is done by hand: libldap 2.5 bounds the handshake of
+ * an ldaps:// connect by LDAP_OPT_NETWORK_TIMEOUT only in its asynchronous
+ * connect mode; otherwise it spins (non-blocking socket) or waits forever
+ * (blocking socket) on a server that accepts TCP and never answers. So the
+ * TCP connect goes to ldap://host:port synchronously (bounded by the network
+ * timeout), the socket gets SO_RCVTIMEO/SO_SNDTIMEO, LDAP_OPT_CONNECT_ASYNC is
+ * switched on (it only selects the bounded handshake loop from then on: the
+ * connection exists and referrals are off), and TLS is started with
+ * ldap_install_tls (ldaps) or ldap_start_tls_s (StartTLS). The server name
+ * checked against its certificate is still the URI's host. */
 static LDAP *connect_uri(struct cm_dir *dir, size_t idx, char *msg, size_t size)
 {
 	const char *uri = dir->cfg->directory.uris.v[idx];
 	const char *ca = dir->cfg->directory.ca_file;
-	struct timeval tv = ms_to_tv(timeout_ms(dir));
+	int ms = timeout_ms(dir);
+	struct timeval tv = ms_to_tv(ms);
 	int v3 = LDAP_VERSION3, demand = LDAP_OPT_X_TLS_DEMAND, zero = 0;
 	int tls12 = LDAP_OPT_X_TLS_PROTOCOL_TLS1_2;
 	bool ldaps = strncasecmp(uri, "ldaps://", 8) == 0;
 	bool use_tls = ldaps || dir->cfg->directory.starttls;
+	char *plain = NULL;
 	LDAP *ld = NULL;
 	int rc;
 
-	rc = ldap_initialize(&ld, uri);
+	if (ldaps && (plain = plain_uri_of(uri)) == NULL) {
+		snprintf(msg, size, "bad URI");
+		return NULL;
+	}
+	rc = ldap_initialize(&ld, ldaps ? plain : uri);
+	free(plain);
 	if (rc != LDAP_SUCCESS || ld == NULL) {
 		snprintf(msg, size, "bad URI: %s", ldap_err2string(rc));
 		return NULL;
@@ -244,17 +319,24 @@ static LDAP *connect_uri(struct cm_dir *dir, size_t idx, char *msg, size_t size)
 	     set_opt(ld, LDAP_OPT_X_TLS_NEWCTX, &zero, "TLS context", msg, size) != 0))
 		goto fail;
 
-	/* TCP connect (and the TLS handshake for ldaps://), bounded by the
-	 * network timeout. */
 	rc = ldap_connect(ld);
 	if (rc != LDAP_SUCCESS) {
 		describe(ld, rc, NULL, "connect: ", msg, size);
 		goto fail;
 	}
-	if (dir->cfg->directory.starttls && !ldaps) {
+	if (set_socket_timeouts(ld, ms, msg, size) != 0 ||
+	    set_opt(ld, LDAP_OPT_CONNECT_ASYNC, LDAP_OPT_ON, "async connect", msg, size) != 0)
+		goto fail;
+	if (ldaps) {
+		rc = ldap_install_tls(ld);
+		if (rc != LDAP_SUCCESS) {
+			describe(ld, rc, NULL, tls_prefix(rc, "TLS"), msg, size);
+			goto fail;
+		}
+	} else if (dir->cfg->directory.starttls) {
 		rc = ldap_start_tls_s(ld, NULL, NULL);
 		if (rc != LDAP_SUCCESS) {
-			describe(ld, rc, NULL, "StartTLS: ", msg, size);
+			describe(ld, rc, NULL, tls_prefix(rc, "StartTLS"), msg, size);
 			goto fail;
 		}
 	}
@@ -619,7 +701,7 @@ enum cm_dir_status cm_dir_search(struct cm_dir *dir, const char *base, enum cm_d
 			 * one fresh connection to the same server before moving on */
 			reconnected = true;
 			dir->cur = idx;
-			i--;
+			i--; /* unsigned: wraps at 0, and the loop's i++ brings it back */
 			failures[0] = '\0';
 		}
 	}

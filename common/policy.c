@@ -275,6 +275,34 @@ oom:
 	return NULL;
 }
 
+/* Tells a required group that does not exist from one the account is not in:
+ * NOT_IN_GROUP (missing) or DIRECTORY_UNAVAILABLE with *detail set, ALLOWED
+ * when the group exists. */
+static enum cm_reason group_missing(struct cm_dir *dir, const char *group, struct cm_trace *trace,
+				    char **detail)
+{
+	static const char *const no_attrs[] = { "1.1", NULL };
+	struct cm_dir_result res = { NULL, 0, false };
+	struct cm_err err = { "" };
+	enum cm_dir_status st;
+	size_t n;
+
+	st = cm_dir_search(dir, group, CM_DIR_SCOPE_BASE, "(objectClass=*)", no_attrs, 1, &res,
+			   trace, &err);
+	n = res.n_entries;
+	cm_dir_result_free(&res);
+	if (st == CM_DIR_UNAVAILABLE) {
+		*detail = strdup(err.msg);
+		return CM_REASON_DIRECTORY_UNAVAILABLE;
+	}
+	if (st == CM_DIR_NO_SUCH_OBJECT || n == 0) {
+		cm_trace_add(trace, "policy: required group %s does not exist", group);
+		*detail = cm_strdup_printf("required group %s does not exist", group);
+		return CM_REASON_NOT_IN_GROUP;
+	}
+	return CM_REASON_ALLOWED;
+}
+
 /* rfc4523: walk groupOfNames upward from the account, breadth first. */
 static enum cm_reason groups_rfc4523(const struct cm_config *cfg, struct cm_dir *dir,
 				     const struct cm_account *acct, struct cm_trace *trace,
@@ -355,11 +383,14 @@ static enum cm_reason groups_rfc4523(const struct cm_config *cfg, struct cm_dir 
 	for (size_t r = 0; r < req->n; r++) {
 		if (found[r])
 			continue;
-		cm_trace_add(trace, "policy: %s is not a member of %s (%zu groups seen)", acct->dn,
-			     req->v[r], seen.n);
-		*detail = cm_strdup_printf("account %s is not a member of %s", acct->dn,
-					   req->v[r]);
-		reason = CM_REASON_NOT_IN_GROUP;
+		reason = group_missing(dir, req->v[r], trace, detail);
+		if (reason == CM_REASON_ALLOWED) {
+			cm_trace_add(trace, "policy: %s is not a member of %s (%zu groups seen)",
+				     acct->dn, req->v[r], seen.n);
+			*detail = cm_strdup_printf("account %s is not a member of %s", acct->dn,
+						   req->v[r]);
+			reason = CM_REASON_NOT_IN_GROUP;
+		}
 		break;
 	}
 	goto done;

@@ -8,10 +8,8 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +23,7 @@
 #include "certmap/decision.h"
 #include "certmap/util.h"
 
-/* ---- helpers ---------------------------------------------------------------- */
+/* ---- helpers ------------------------------------------------------------- */
 
 #define N_OF(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -45,8 +43,8 @@ static char tmpdir[PATH_MAX]; /* per test (criterion forks); realpath'd */
 /* data/config next to this source file, unless the build says otherwise. */
 static char *data_dir(void)
 {
-#ifdef CERTMAP_TEST_DATA_DIR
-	return cm_strdup_printf("%s/config", CERTMAP_TEST_DATA_DIR);
+#ifdef CERTMAP_SOURCE_DIR
+	return cm_strdup_printf("%s/tests/unit/data/config", CERTMAP_SOURCE_DIR);
 #else
 	const char *slash = strrchr(__FILE__, '/');
 	int n = slash == NULL ? 1 : (int)(slash - __FILE__);
@@ -228,7 +226,8 @@ static void assert_errors(const char *file, enum cm_config_purpose purpose,
 		char *want = expand(expected[i]);
 		char *line = cm_strdup_printf("%s: %s", file, want);
 
-		cr_expect_str_eq(errs.lines[i], line, "line %zu:\n  got  %s\n  want %s", i, errs.lines[i], line);
+		cr_expect_str_eq(errs.lines[i], line, "line %zu:\n  got  %s\n  want %s", i,
+				 errs.lines[i], line);
 		free(want);
 		free(line);
 	}
@@ -256,7 +255,7 @@ static struct cm_config *load_ok(const char *file, enum cm_config_purpose purpos
 
 TestSuite(config, .init = setup, .fini = teardown);
 
-/* ---- valid configs ------------------------------------------------------------- */
+/* ---- valid configs ------------------------------------------------------- */
 
 Test(config, full_config_every_key)
 {
@@ -429,7 +428,8 @@ Test(config, admin_defaults_when_present)
 	char *file = write_config("c.json",
 				  "{'admin':{},"
 				  "'client_certificates':{'trusted_issuers':['ca.pem']},"
-				  "'directory':{'uris':['ldap://dc1'],'base_dn':'DC=lab,DC=test'}}");
+				  "'directory':{'uris':['ldap://dc1'],"
+				  "'base_dn':'DC=lab,DC=test'}}");
 	struct cm_config *cfg = load_ok(file, CM_CONFIG_FOR_CHECK);
 
 	cr_assert(cfg->admin.enabled);
@@ -458,12 +458,15 @@ Test(config, nulls_mean_absent)
 	free(file);
 }
 
-/* ---- one error each: exact line ------------------------------------------------- */
+/* ---- one error each: exact line ------------------------------------------ */
 
 #define CC "'client_certificates':{'trusted_issuers':['ca.pem']}"
-#define DIRECTORY(extra) "'directory':{'uris':['ldap://dc1.lab.test'],'base_dn':'DC=lab,DC=test'" extra "}"
+#define DIRECTORY(extra)                                                                           \
+	"'directory':{'uris':['ldap://dc1.lab.test'],'base_dn':'DC=lab,DC=test'" extra "}"
 #define BASE CC "," DIRECTORY("")
-#define LISTEN "'listen':[{'address':'0.0.0.0','port':8443,'certificate':'server.pem','key':'server.key'}]"
+#define LISTEN                                                                                     \
+	"'listen':[{'address':'0.0.0.0','port':8443,'certificate':'server.pem',"                   \
+	"'key':'server.key'}]"
 #define UPSTREAM "'upstream':{'url':'https://exchange.lab.test'}"
 
 struct error_case {
@@ -500,7 +503,8 @@ static const struct error_case error_cases[] = {
 	 "$.errors: expected \"custom\" or \"detailed\", got \"a\\\"b\\x0a\""},
 	{"boolean", CM_CONFIG_FOR_CHECK, "{" CC "," DIRECTORY(",'starttls':'yes'") "}",
 	 "$.directory.starttls: expected true or false, got string"},
-	{"boolean null", CM_CONFIG_FOR_CHECK, "{" BASE ",'upstream':{'url':'http://x','verify':null}}",
+	{"boolean null", CM_CONFIG_FOR_CHECK,
+	 "{" BASE ",'upstream':{'url':'http://x','verify':null}}",
 	 "$.upstream.verify: expected true or false, got null"},
 	{"unknown top-level key", CM_CONFIG_FOR_CHECK, "{" BASE ",'frobnicate':1}",
 	 "$.frobnicate: unknown key"},
@@ -519,7 +523,8 @@ static const struct error_case error_cases[] = {
 	{"list wrong type", CM_CONFIG_FOR_CHECK,
 	 "{'client_certificates':{'trusted_issuers':'ca.pem'}," DIRECTORY("") "}",
 	 "$.client_certificates.trusted_issuers: expected an array, got string"},
-	{"missing section", CM_CONFIG_FOR_CHECK, "{" CC "}", "$.directory: required key is missing"},
+	{"missing section", CM_CONFIG_FOR_CHECK, "{" CC "}",
+	 "$.directory: required key is missing"},
 	{"missing cc", CM_CONFIG_FOR_CHECK, "{" DIRECTORY("") "}",
 	 "$.client_certificates: required key is missing"},
 	{"missing base_dn", CM_CONFIG_FOR_CHECK, "{" CC ",'directory':{'uris':['ldap://dc1']}}",
@@ -528,7 +533,7 @@ static const struct error_case error_cases[] = {
 	 "$.directory.uris: required key is missing"},
 	{"no trusted issuer", CM_CONFIG_FOR_CHECK,
 	 "{'client_certificates':{'trusted_issuers':[]}," DIRECTORY("") "}",
-	 "$.client_certificates.trusted_issuers: expected at least 1 file"},
+	 "$.client_certificates.trusted_issuers: expected at least one file"},
 	{"no uri", CM_CONFIG_FOR_CHECK, "{" CC ",'directory':{'uris':[],'base_dn':'DC=x'}}",
 	 "$.directory.uris: expected at least one URI"},
 	{"bad uri", CM_CONFIG_FOR_CHECK,
@@ -541,7 +546,8 @@ static const struct error_case error_cases[] = {
 	 "{" CC ",'directory':{'uris':[true],'base_dn':'DC=x'}}",
 	 "$.directory.uris[0]: expected a string, got boolean"},
 	{"starttls with ldaps", CM_CONFIG_FOR_CHECK,
-	 "{" CC ",'directory':{'uris':['ldap://dc1','LDAPS://dc2'],'base_dn':'DC=x','starttls':true}}",
+	 "{" CC ",'directory':{'uris':['ldap://dc1','LDAPS://dc2'],'base_dn':'DC=x',"
+	 "'starttls':true}}",
 	 "$.directory.uris[1]: \"starttls\" cannot be used with an ldaps:// URI"},
 	{"bad base_dn", CM_CONFIG_FOR_CHECK,
 	 "{" CC ",'directory':{'uris':['ldap://dc1'],'base_dn':'lab.test'}}",
@@ -577,28 +583,33 @@ static const struct error_case error_cases[] = {
 	{"ca_file a directory", CM_CONFIG_FOR_CHECK, "{" CC "," DIRECTORY(",'ca_file':'sub'") "}",
 	 "$.directory.ca_file: @/sub is not a regular file"},
 	{"trusted issuer missing", CM_CONFIG_FOR_CHECK,
-	 "{'client_certificates':{'trusted_issuers':['ca.pem','/nonexistent/ca.pem']}," DIRECTORY("") "}",
-	 "$.client_certificates.trusted_issuers[1]: cannot read /nonexistent/ca.pem: No such file or "
-	 "directory"},
-	{"crl file missing", CM_CONFIG_FOR_CHECK,
-	 "{'client_certificates':{'trusted_issuers':['ca.pem'],'revocation':{'crl_files':['x.crl']}},"
+	 "{'client_certificates':{'trusted_issuers':['ca.pem','/nonexistent/ca.pem']},"
 	 DIRECTORY("") "}",
-	 "$.client_certificates.revocation.crl_files[0]: cannot read @/x.crl: No such file or directory"},
+	 "$.client_certificates.trusted_issuers[1]: cannot read /nonexistent/ca.pem: "
+	 "No such file or directory"},
+	{"crl file missing", CM_CONFIG_FOR_CHECK,
+	 "{'client_certificates':{'trusted_issuers':['ca.pem'],"
+	 "'revocation':{'crl_files':['x.crl']}},"
+	 DIRECTORY("") "}",
+	 "$.client_certificates.revocation.crl_files[0]: cannot read @/x.crl: "
+	 "No such file or directory"},
 	{"revocation timeout", CM_CONFIG_FOR_CHECK,
 	 "{'client_certificates':{'trusted_issuers':['ca.pem'],'revocation':{'timeout_ms':600001}},"
 	 DIRECTORY("") "}",
 	 "$.client_certificates.revocation.timeout_ms: expected an integer from 1 to 600000, got "
 	 "600001"},
 	{"ocsp responder", CM_CONFIG_FOR_CHECK,
-	 "{'client_certificates':{'trusted_issuers':['ca.pem'],'revocation':{'ocsp_responder':'ldap://x'}},"
+	 "{'client_certificates':{'trusted_issuers':['ca.pem'],"
+	 "'revocation':{'ocsp_responder':'ldap://x'}},"
 	 DIRECTORY("") "}",
 	 "$.client_certificates.revocation.ocsp_responder: expected an http:// or https:// URL"},
 	{"method not implemented", CM_CONFIG_FOR_CHECK,
 	 "{" BASE ",'mapping':{'methods':['user_certificate','upn']}}",
-	 "$.mapping.methods[1]: method \"upn\" is not implemented yet (available: user_certificate)"},
+	 "$.mapping.methods[1]: method \"upn\" is not implemented yet "
+	 "(available: user_certificate)"},
 	{"method unknown", CM_CONFIG_FOR_CHECK, "{" BASE ",'mapping':{'methods':['magic']}}",
-	 "$.mapping.methods[0]: expected \"user_certificate\", \"alt_security_identities\", \"upn\" "
-	 "or \"rules\", got \"magic\""},
+	 "$.mapping.methods[0]: expected \"user_certificate\", \"alt_security_identities\", "
+	 "\"upn\" or \"rules\", got \"magic\""},
 	{"method duplicate", CM_CONFIG_FOR_CHECK,
 	 "{" BASE ",'mapping':{'methods':['user_certificate','user_certificate']}}",
 	 "$.mapping.methods[1]: duplicate method \"user_certificate\""},
@@ -608,11 +619,12 @@ static const struct error_case error_cases[] = {
 	 "$.mapping.on_ambiguous: expected \"deny\" or \"basic_user\", got \"first\""},
 	{"basic_user_binding", CM_CONFIG_FOR_CHECK,
 	 "{" BASE ",'authorization':{'basic_user_binding':'always'}}",
-	 "$.authorization.basic_user_binding: expected \"off\", \"if_present\" or \"required\", got "
-	 "\"always\""},
+	 "$.authorization.basic_user_binding: expected \"off\", \"if_present\" or "
+	 "\"required\", got \"always\""},
 	{"group not a DN", CM_CONFIG_FOR_CHECK,
 	 "{" BASE ",'authorization':{'required_groups':['CN=ok,DC=lab','ActiveSync Users']}}",
-	 "$.authorization.required_groups[1]: expected a DN such as \"CN=Users,DC=example,DC=com\""},
+	 "$.authorization.required_groups[1]: expected a DN such as "
+	 "\"CN=Users,DC=example,DC=com\""},
 	{"location relative", CM_CONFIG_FOR_CHECK,
 	 "{" BASE ",'locations':[{'path':'owa','client_certificate':'require'}]}",
 	 "$.locations[0].path: expected a normalized path starting with \"/\" (like \"/owa\"), got "
@@ -638,7 +650,8 @@ static const struct error_case error_cases[] = {
 	{"no location", CM_CONFIG_FOR_CHECK, "{" BASE ",'locations':[]}",
 	 "$.locations: expected at least one location"},
 	{"listen port", CM_CONFIG_FOR_CHECK,
-	 "{" BASE ",'listen':[{'address':'::','port':70000,'certificate':'server.pem','key':'server.key'}]}",
+	 "{" BASE ",'listen':[{'address':'::','port':70000,'certificate':'server.pem',"
+	 "'key':'server.key'}]}",
 	 "$.listen[0].port: expected an integer from 1 to 65535, got 70000"},
 	{"listen entry not an object", CM_CONFIG_FOR_CHECK, "{" BASE ",'listen':['0.0.0.0:8443']}",
 	 "$.listen[0]: expected an object, got string"},
@@ -648,17 +661,20 @@ static const struct error_case error_cases[] = {
 	 "{" BASE "," UPSTREAM ",'listen':[{'address':'::','port':1,'certificate':'server.pem'}]}",
 	 "$.listen[0].key: required key is missing"},
 	{"listen key 0644", CM_CONFIG_FOR_DAEMON,
-	 "{" BASE "," UPSTREAM ",'listen':[{'address':'::','port':1,'certificate':'server.pem','key':'open.pw'}]}",
-	 "$.listen[0].key: @/open.pw is readable by group or others (mode 0644); expected mode 0600 "
-	 "or stricter"},
+	 "{" BASE "," UPSTREAM ",'listen':[{'address':'::','port':1,'certificate':'server.pem',"
+	 "'key':'open.pw'}]}",
+	 "$.listen[0].key: @/open.pw is readable by group or others (mode 0644); "
+	 "expected mode 0600 or stricter"},
 	{"listen certificate missing file", CM_CONFIG_FOR_DAEMON,
-	 "{" BASE "," UPSTREAM ",'listen':[{'address':'::','port':1,'certificate':'x.pem','key':'server.key'}]}",
+	 "{" BASE "," UPSTREAM ",'listen':[{'address':'::','port':1,'certificate':'x.pem',"
+	 "'key':'server.key'}]}",
 	 "$.listen[0].certificate: cannot read @/x.pem: No such file or directory"},
 	{"admin port", CM_CONFIG_FOR_CHECK, "{" BASE ",'admin':{'port':0}}",
 	 "$.admin.port: expected an integer from 1 to 65535, got 0"},
 	{"upstream url", CM_CONFIG_FOR_CHECK, "{" BASE ",'upstream':{'url':'ftp://exchange'}}",
 	 "$.upstream.url: expected an http:// or https:// URL"},
-	{"upstream url without host", CM_CONFIG_FOR_CHECK, "{" BASE ",'upstream':{'url':'https://'}}",
+	{"upstream url without host", CM_CONFIG_FOR_CHECK,
+	 "{" BASE ",'upstream':{'url':'https://'}}",
 	 "$.upstream.url: expected an http:// or https:// URL"},
 	{"upstream without url", CM_CONFIG_FOR_CHECK, "{" BASE ",'upstream':{'verify':true}}",
 	 "$.upstream.url: required key is missing"},
@@ -684,7 +700,8 @@ static const struct error_case error_cases[] = {
 	{"daemon needs upstream", CM_CONFIG_FOR_DAEMON, "{" BASE "," LISTEN "}",
 	 "$.upstream: required key is missing"},
 	{"daemon needs upstream url", CM_CONFIG_FOR_DAEMON,
-	 "{" BASE "," LISTEN ",'upstream':{'verify':false}}", "$.upstream.url: required key is missing"},
+	 "{" BASE "," LISTEN ",'upstream':{'verify':false}}",
+	 "$.upstream.url: required key is missing"},
 };
 
 ParameterizedTestParameters(config, error_line)
@@ -703,7 +720,7 @@ ParameterizedTest(size_t *row, config, error_line)
 	free(file);
 }
 
-/* ---- several errors, syntax, duplicates ------------------------------------------- */
+/* ---- several errors, syntax, duplicates ---------------------------------- */
 
 Test(config, several_errors_collected)
 {
@@ -712,8 +729,8 @@ Test(config, several_errors_collected)
 		"$.colour: unknown key",
 		"$.listen[0].port: expected an integer from 1 to 65535, got 0",
 		"$.listen[0].key: required key is missing",
-		"$.client_certificates.trusted_issuers[0]: cannot read @/pki/missing-ca.pem: No such "
-		"file or directory",
+		"$.client_certificates.trusted_issuers[0]: cannot read @/pki/missing-ca.pem: "
+		"No such file or directory",
 		"$.client_certificates.require_client_auth_eku: expected true or false, got string",
 		"$.directory.uris[1]: expected an ldap:// or ldaps:// URI",
 		"$.directory.dialect: expected \"ad\" or \"rfc4523\", got \"ldap\"",
@@ -773,7 +790,8 @@ Test(config, duplicate_key)
 Test(config, syntax_error_line_and_column)
 {
 	char *dir = data_dir(), *file = cm_strdup_printf("%s/syntax-error.json", dir);
-	char *line = cm_strdup_printf("%s:3:58: invalid JSON: '}' expected near '\"base_dn\"'", file);
+	char *line =
+		cm_strdup_printf("%s:3:58: invalid JSON: '}' expected near '\"base_dn\"'", file);
 
 	assert_one_line(file, line);
 	free(line);
@@ -903,7 +921,7 @@ Test(config, errs_may_be_null)
 	free(file);
 }
 
-/* ---- files and paths ---------------------------------------------------------------- */
+/* ---- files and paths ----------------------------------------------------- */
 
 Test(config, relative_paths_resolve_against_config_dir)
 {
@@ -916,7 +934,8 @@ Test(config, relative_paths_resolve_against_config_dir)
 	write_file("etc/certmap/issuing.pem", "x\n", 0644);
 	write_file("etc/certmap/bind.pw", "pw\n", 0600);
 	free(write_config("etc/certmap/certmap.json",
-			  "{'client_certificates':{'trusted_issuers':['issuing.pem','../../ca.pem']},"
+			  "{'client_certificates':"
+			  "{'trusted_issuers':['issuing.pem','../../ca.pem']},"
 			  "'directory':{'uris':['ldap://dc1'],'base_dn':'DC=lab,DC=test',"
 			  "'bind_dn':'CN=certmap,DC=lab,DC=test','bind_password_file':'./bind.pw'},"
 			  "'logging':{'access_log':'logs/access.log'}}"));
@@ -1034,7 +1053,8 @@ Test(config, check_does_not_open_daemon_files)
 {
 	char *file = write_config(
 		"c.json", "{" BASE ",'listen':[{'address':'::','port':443,'certificate':'no.pem',"
-			  "'key':'open.pw'}],'upstream':{'url':'https://x','ca_file':'no-ca.pem'}}");
+			  "'key':'open.pw'}],"
+			  "'upstream':{'url':'https://x','ca_file':'no-ca.pem'}}");
 	struct cm_config *cfg = load_ok(file, CM_CONFIG_FOR_CHECK);
 	char *want = tmp_path("open.pw");
 
@@ -1045,7 +1065,7 @@ Test(config, check_does_not_open_daemon_files)
 	free(file);
 }
 
-/* ---- purposes --------------------------------------------------------------------------- */
+/* ---- purposes ------------------------------------------------------------ */
 
 Test(config, daemon_requires_listen_and_upstream_check_does_not)
 {
@@ -1079,7 +1099,7 @@ Test(config, daemon_minimal_loads)
 	free(file);
 }
 
-/* ---- DNS domain from base_dn -------------------------------------------------------------- */
+/* ---- DNS domain from base_dn --------------------------------------------- */
 
 struct dn_case {
 	const char *base_dn;
@@ -1147,7 +1167,7 @@ ParameterizedTest(size_t *row, config, bad_base_dn)
 	free(file);
 }
 
-/* ---- location matching ------------------------------------------------------------------------- */
+/* ---- location matching --------------------------------------------------- */
 
 struct location_case {
 	const char *path;
@@ -1187,7 +1207,8 @@ ParameterizedTest(size_t *row, config, location_match)
 				  "{'path':'/owa','client_certificate':'accept'},"
 				  "{'path':'/','client_certificate':'ignore'},"
 				  "{'path':'/owa/admin','client_certificate':'require'},"
-				  "{'path':'/Microsoft-Server-ActiveSync','client_certificate':'require'}]}");
+				  "{'path':'/Microsoft-Server-ActiveSync',"
+				  "'client_certificate':'require'}]}");
 	struct cm_config *cfg = load_ok(file, CM_CONFIG_FOR_CHECK);
 	const struct cm_location *l = cm_config_location(cfg, c->path);
 
@@ -1230,7 +1251,7 @@ Test(config, default_location_requires_cert_everywhere)
 	free(dir);
 }
 
-/* ---- small API ------------------------------------------------------------------------------------ */
+/* ---- small API ----------------------------------------------------------- */
 
 Test(config, free_accepts_null)
 {
