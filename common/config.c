@@ -750,7 +750,7 @@ static void strlist_free(struct cm_strlist *l)
 
 static const char *const top_keys[] = {
 	"listen",    "admin",    "client_certificates", "locations", "directory", "mapping",
-	"authorization", "upstream", "cache", "logging", "errors", "user", NULL};
+	"authorization", "upstream", "cache", "logging", "errors", "user", "server", NULL};
 static const char *const listen_keys[] = {"address", "port", "certificate", "key", NULL};
 static const char *const admin_keys[] = {"address", "port", NULL};
 static const char *const cc_keys[] = {"trusted_issuers", "require_client_auth_eku", "revocation",
@@ -768,6 +768,11 @@ static const char *const upstream_keys[] = {"url",      "ca_file",   "verify",
 					    "identity", "timeout_s", NULL};
 static const char *const cache_keys[] = {"ttl_s", "negative_ttl_s", "max_entries", NULL};
 static const char *const logging_keys[] = {"access_log", "audit_log", NULL};
+static const char *const server_keys[] = {"threads", "decision_threads", "max_connections",
+					  "connection_memory_bytes", "client_timeout_s",
+					  "handshake_timeout_s", "shutdown_timeout_s",
+					  "max_request_head_bytes", "tls_session_tickets",
+					  "tls_ticket_key_file", NULL};
 
 static const char *const revocation_modes[] = {"off", "soft", "hard", NULL};
 static const char *const dialects[] = {"ad", "rfc4523", NULL};
@@ -1222,6 +1227,36 @@ static void parse_logging(struct loader *ld, json_t *root)
 	key_file(ld, o, path, "audit_log", F_NULLABLE, &cfg->logging.audit_log);
 }
 
+static void parse_server(struct loader *ld, json_t *root)
+{
+	struct cm_config *cfg = ld->cfg;
+	char path[JPATH_MAX];
+	long long x;
+	json_t *o;
+
+	if (key_object(ld, root, "$", "server", 0, server_keys, path, &o) <= 0)
+		return;
+	if (key_int(ld, o, path, "threads", 0, 0, 256, &x) == 1)
+		cfg->server.threads = (int)x;
+	if (key_int(ld, o, path, "decision_threads", 0, 1, 256, &x) == 1)
+		cfg->server.decision_threads = (int)x;
+	if (key_int(ld, o, path, "max_connections", 0, 1, 1000000, &x) == 1)
+		cfg->server.max_connections = (int)x;
+	if (key_int(ld, o, path, "connection_memory_bytes", 0, 4096, 1048576, &x) == 1)
+		cfg->server.connection_memory_bytes = (int)x;
+	if (key_int(ld, o, path, "client_timeout_s", 0, 1, 86400, &x) == 1)
+		cfg->server.client_timeout_s = (int)x;
+	if (key_int(ld, o, path, "handshake_timeout_s", 0, 1, 600, &x) == 1)
+		cfg->server.handshake_timeout_s = (int)x;
+	if (key_int(ld, o, path, "shutdown_timeout_s", 0, 0, 86400, &x) == 1)
+		cfg->server.shutdown_timeout_s = (int)x;
+	if (key_int(ld, o, path, "max_request_head_bytes", 0, 1024, 1048576, &x) == 1)
+		cfg->server.max_request_head_bytes = (int)x;
+	key_bool(ld, o, path, "tls_session_tickets", &cfg->server.tls_session_tickets);
+	key_file(ld, o, path, "tls_ticket_key_file", F_NULLABLE | F_SECRET | daemon_check(ld),
+		 &cfg->server.tls_ticket_key_file);
+}
+
 static int set_defaults(struct cm_config *cfg, const char *file)
 {
 	cfg->file = strdup(file);
@@ -1244,6 +1279,15 @@ static int set_defaults(struct cm_config *cfg, const char *file)
 	cfg->cache.negative_ttl_s = 30;
 	cfg->cache.max_entries = 100000;
 	cfg->errors = CM_ERRORS_CUSTOM;
+	cfg->server.threads = 0;
+	cfg->server.decision_threads = 4;
+	cfg->server.max_connections = 10000;
+	cfg->server.connection_memory_bytes = 16384;
+	cfg->server.client_timeout_s = 10800;
+	cfg->server.handshake_timeout_s = 10;
+	cfg->server.shutdown_timeout_s = 30;
+	cfg->server.max_request_head_bytes = 16384;
+	cfg->server.tls_session_tickets = true;
 	return cfg->file != NULL && cfg->admin.address != NULL ? 0 : -1;
 }
 
@@ -1280,6 +1324,7 @@ static void parse_root(struct loader *ld, json_t *root)
 	parse_upstream(ld, root);
 	parse_cache(ld, root);
 	parse_logging(ld, root);
+	parse_server(ld, root);
 	if (key_enum(ld, root, "$", "errors", errors_modes, &mode) == 1)
 		ld->cfg->errors = (enum cm_errors_mode)mode;
 	key_string(ld, root, "$", "user", 0, &ld->cfg->user);
@@ -1412,6 +1457,7 @@ void cm_config_free(struct cm_config *cfg)
 	strlist_free(&cfg->authorization.required_groups);
 	free(cfg->upstream.url);
 	free(cfg->upstream.ca_file);
+	free(cfg->server.tls_ticket_key_file);
 	free(cfg->logging.access_log);
 	free(cfg->logging.audit_log);
 	free(cfg->user);

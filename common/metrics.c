@@ -246,13 +246,16 @@ static void render_requests(FILE *f, struct cm_metrics *m)
 			   "\"} %" PRIu64 "\n",
 			(snap[i][0] - 1) / 100000u, (snap[i][0] - 1) % 100000u, snap[i][1]);
 	if (get(&m->status_other) > 0)
-		fprintf(f, "certmap_requests_total{status=\"other\",substatus=\"other\"} %" PRIu64 "\n",
+		fprintf(f,
+			"certmap_requests_total{status=\"other\",substatus=\"other\"} %" PRIu64
+			"\n",
 			get(&m->status_other));
 }
 
 static void render_decisions(FILE *f, struct cm_metrics *m)
 {
-	family(f, "decisions_total", "counter", "Computed decisions, by reason and mapping method.");
+	family(f, "decisions_total", "counter",
+	       "Computed decisions, by reason and mapping method.");
 	for (int r = 0; r < CM_REASON_COUNT; r++)
 		for (int mt = CM_METHOD_NONE; mt < CM_METHOD_COUNT; mt++) {
 			uint64_t v = get(&m->decisions[r][mt + 1]);
@@ -304,8 +307,8 @@ char *cm_metrics_render(struct cm_metrics *m)
 
 	family(f, "cache_lookups_total", "counter", "Decision cache lookups, by result.");
 	for (size_t i = 0; i < 3; i++)
-		fprintf(f, "certmap_cache_lookups_total{result=\"%s\"} %" PRIu64 "\n", cache_names[i],
-			get(&m->cache[i]));
+		fprintf(f, "certmap_cache_lookups_total{result=\"%s\"} %" PRIu64 "\n",
+			cache_names[i], get(&m->cache[i]));
 
 	render_latency(f, m);
 
@@ -323,7 +326,8 @@ char *cm_metrics_render(struct cm_metrics *m)
 		atomic_load_explicit(&m->held, memory_order_relaxed));
 
 	family(f, "config_reloads_total", "counter", "Configuration reloads, by result.");
-	fprintf(f, "certmap_config_reloads_total{result=\"ok\"} %" PRIu64 "\n", get(&m->reloads[0]));
+	fprintf(f, "certmap_config_reloads_total{result=\"ok\"} %" PRIu64 "\n",
+		get(&m->reloads[0]));
 	fprintf(f, "certmap_config_reloads_total{result=\"failed\"} %" PRIu64 "\n",
 		get(&m->reloads[1]));
 

@@ -5,9 +5,9 @@
  *   #Date: 2026-11-22 10:00:00
  *   #Fields: date time s-ip cs-method cs-uri-stem cs-uri-query s-port cs-username c-ip
  *            cs(User-Agent) cs(Referer) sc-status sc-substatus sc-win32-status time-taken
- * UTC times; empty fields are "-"; spaces become "+" as in IIS; other
- * control bytes, '+' in text fields that IIS would escape, and invalid UTF-8
- * are percent-escaped so one request is always one line. The header block
+ * UTC times; empty fields are "-"; spaces become "+" as in IIS ('+' itself
+ * is kept, as IIS does); other control bytes (< 0x20, 0x7f) and invalid
+ * UTF-8 are percent-escaped (%XX) so one request is always one line. The header block
  * starts every new (empty) file. Lines are buffered and written at most 1 s
  * behind (a flusher thread), immediately when the buffer fills.
  * Threading: every function may be called from any thread (internal mutex).

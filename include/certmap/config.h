@@ -125,6 +125,20 @@ struct cm_config {
 		char *audit_log;  /* NULL = none */
 	} logging;
 
+	/* certmapd tuning (extension; every key optional). */
+	struct {
+		int threads;              /* event loops; default 0 = one per CPU */
+		int decision_threads;     /* directory lookups run here; default 4 */
+		int max_connections;      /* default 10000 */
+		int connection_memory_bytes; /* per-connection buffer (request head); default 16384 */
+		int client_timeout_s;     /* idle client connection; default 10800 */
+		int handshake_timeout_s;  /* TCP accept to first TLS byte; default 10 */
+		int shutdown_timeout_s;   /* SIGTERM drain deadline; default 30 */
+		int max_request_head_bytes; /* 431 above; default 16384 */
+		bool tls_session_tickets; /* default true */
+		char *tls_ticket_key_file; /* NULL = a random key per process */
+	} server;
+
 	enum cm_errors_mode errors; /* default custom */
 	char *user;                 /* NULL = do not drop privileges */
 };

@@ -173,8 +173,8 @@ Test(accesslog, escaping_table)
 			cr_assert_gt(n, 0);
 			cr_assert_eq(strlen(buf), (size_t)n);
 			for (const unsigned char *p = (const unsigned char *)buf; *p; p++)
-				cr_assert(*p >= 0x20 && *p != 0x7f, "row %zu: control byte in %s", i,
-					  buf);
+				cr_assert(*p >= 0x20 && *p != 0x7f, "row %zu: control byte in %s",
+					  i, buf);
 			cr_assert_eq(split(buf, f, 32), 15, "row %zu field %s", i, fields[k]);
 			cr_assert_str_eq(f[pos[k]], esc_rows[i].out, "row %zu field %s", i,
 					 fields[k]);
@@ -187,7 +187,8 @@ Test(accesslog, forged_line_stays_one_line)
 	struct cm_access_entry e = entry();
 	char buf[8192], *f[32];
 
-	e.user_agent = "x\n2026-11-22 10:00:00 192.0.2.10 GET / - 443 LAB\\admin 10.0.0.1 - - 200 0 0 1";
+	e.user_agent =
+		"x\n2026-11-22 10:00:00 192.0.2.10 GET / - 443 LAB\\admin 10.0.0.1 - - 200 0 0 1";
 	cr_assert_gt(cm_accesslog_format(&e, buf, sizeof(buf)), 0);
 	cr_assert_null(strchr(buf, '\n'));
 	cr_assert_eq(split(buf, f, 32), 15);

@@ -77,7 +77,8 @@ static void fill(struct fixture *fx)
 	fx->d.method = CM_METHOD_USER_CERTIFICATE;
 	fx->d.user = &fx->user;
 	fx->d.has_cert = true;
-	strcpy(fx->d.cert.sha256, "5d41402abc4b2a76b9719d911017c5925d41402abc4b2a76b9719d911017c592");
+	strcpy(fx->d.cert.sha256,
+	       "5d41402abc4b2a76b9719d911017c5925d41402abc4b2a76b9719d911017c592");
 	fx->d.cert.subject = "CN=Bob Example,O=Lab";
 	fx->d.cert.issuer = "CN=Lab Issuing CA,O=Lab";
 	fx->d.cert.serial = "1a2b3c";

@@ -36,6 +36,12 @@ static double value_of(const char *text, const char *prefix)
 Test(metrics, counter_lines_exact)
 {
 	struct cm_metrics *m = cm_metrics_new();
+	const char *head =
+		"# HELP certmap_requests_total Requests answered, by IIS status and substatus.\n"
+		"# TYPE certmap_requests_total counter\n"
+		"certmap_requests_total{status=\"200\",substatus=\"0\"} 1\n"
+		"certmap_requests_total{status=\"403\",substatus=\"16\"} 2\n"
+		"# HELP certmap_decisions_total ";
 	char *t;
 
 	cr_assert_not_null(m);
@@ -52,20 +58,7 @@ Test(metrics, counter_lines_exact)
 	cm_metrics_reload(m, false);
 	t = cm_metrics_render(m);
 	cr_assert_not_null(t);
-	cr_assert(strncmp(t,
-			  "# HELP certmap_requests_total Requests answered, by IIS status and "
-			  "substatus.\n"
-			  "# TYPE certmap_requests_total counter\n"
-			  "certmap_requests_total{status=\"200\",substatus=\"0\"} 1\n"
-			  "certmap_requests_total{status=\"403\",substatus=\"16\"} 2\n"
-			  "# HELP certmap_decisions_total ",
-			  strlen("# HELP certmap_requests_total Requests answered, by IIS status and "
-				 "substatus.\n"
-				 "# TYPE certmap_requests_total counter\n"
-				 "certmap_requests_total{status=\"200\",substatus=\"0\"} 1\n"
-				 "certmap_requests_total{status=\"403\",substatus=\"16\"} 2\n"
-				 "# HELP certmap_decisions_total ")) == 0,
-		  "%s", t);
+	cr_assert(strncmp(t, head, strlen(head)) == 0, "%s", t);
 	has(t, "# TYPE certmap_decisions_total counter");
 	has(t, "certmap_decisions_total{reason=\"allowed\",method=\"user_certificate\"} 1");
 	has(t, "certmap_decisions_total{reason=\"no_certificate\",method=\"none\"} 1");
@@ -241,8 +234,9 @@ Test(metrics, concurrent_increments_sum_exactly)
 		for (int sub = 0; sub <= 1; sub++) {
 			char *k = NULL;
 
-			cr_assert(asprintf(&k, "certmap_requests_total{status=\"%d\",substatus=\"%d\"}",
-					   st, sub) > 0);
+			cr_assert(asprintf(&k,
+					   "certmap_requests_total{status=\"%d\",substatus=\"%d\"}", st,
+					   sub) > 0);
 			pairs += value_of(t, k);
 			free(k);
 		}

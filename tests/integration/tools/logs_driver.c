@@ -8,6 +8,8 @@
  *    "entries": [{"count": N, "status": 403, "substatus": 16, "method": "POST",
  *                 "path": "/x", "query": "a=b"?, "user": "LAB\\alice"?,
  *                 "client_ip": "10.0.0.1", "user_agent": "…"?, "referer": "…"?,
+ *                 "user_agent_hex": "ff41"? (raw bytes, e.g. invalid UTF-8, which
+ *                 JSON cannot carry; overrides user_agent),
  *                 "time_taken_ms": 12, "directory_ms": 3.5?,
  *                 "reason": "untrusted"?, "map_method": "upn"?}, …],
  *    "connections": DELTA?, "held": DELTA?,
@@ -38,6 +40,22 @@ static long long opt_int(json_t *o, const char *key, long long dflt)
 	return json_is_integer(v) ? (long long)json_integer_value(v) : dflt;
 }
 
+/* Decodes hex into out (NUL-terminated); -1 on odd length, bad digit or overflow. */
+static int unhex(const char *hex, char *out, size_t len)
+{
+	size_t n = 0;
+
+	for (; hex[0] != '\0'; hex += 2) {
+		unsigned int b;
+
+		if (hex[1] == '\0' || n + 1 >= len || sscanf(hex, "%2x", &b) != 1)
+			return -1;
+		out[n++] = (char)b;
+	}
+	out[n] = '\0';
+	return 0;
+}
+
 static int bad(const char *what)
 {
 	fprintf(stderr, "logs_driver: %s\n", what);
@@ -51,8 +69,10 @@ static int run_entry(json_t *en, time_t start, long long *k, struct cm_accesslog
 	struct cm_access_entry e = {0};
 	struct cm_decision d = {0};
 	const char *reason = opt_str(en, "reason"), *method = opt_str(en, "map_method");
+	const char *ua_hex = opt_str(en, "user_agent_hex");
 	json_t *dms = json_object_get(en, "directory_ms");
 	long long count = opt_int(en, "count", 1);
+	char ua[1024];
 
 	e.s_ip = "192.0.2.1";
 	e.s_port = 443;
@@ -63,6 +83,12 @@ static int run_entry(json_t *en, time_t start, long long *k, struct cm_accesslog
 	e.c_ip = opt_str(en, "client_ip");
 	e.user_agent = opt_str(en, "user_agent");
 	e.referer = opt_str(en, "referer");
+	if (ua_hex != NULL) {
+		if (unhex(ua_hex, ua, sizeof(ua)) != 0 ||
+		    memchr(ua, '\0', strlen(ua_hex) / 2) != NULL)
+			return bad("bad user_agent_hex");
+		e.user_agent = ua;
+	}
 	e.status = (int)opt_int(en, "status", 200);
 	e.substatus = (int)opt_int(en, "substatus", 0);
 	e.time_taken_ms = (uint64_t)opt_int(en, "time_taken_ms", 0);
@@ -92,8 +118,8 @@ static int run_entry(json_t *en, time_t start, long long *k, struct cm_accesslog
 	return 0;
 }
 
-static void repeat(struct cm_metrics *m, json_t *o, const char *key, void (*fn)(struct cm_metrics *, int),
-		   int arg)
+static void repeat(struct cm_metrics *m, json_t *o, const char *key,
+		   void (*fn)(struct cm_metrics *, int), int arg)
 {
 	for (long long i = opt_int(o, key, 0); i > 0; i--)
 		fn(m, arg);

@@ -1,0 +1,250 @@
+/*
+ * certmapd internals shared by server/*.c (not a public API).
+ *
+ * Threading model:
+ *  - N event loops (one per CPU by default), each one thread running an
+ *    epoll set with: the shared listening sockets (EPOLLEXCLUSIVE), sockets
+ *    accepted but not yet handed over (first byte peeked: TLS or a plain-HTTP
+ *    mistake), one MHD daemon per listener in external-epoll mode, and one
+ *    curl multi handle (socket API) for the upstream. A request lives on the
+ *    loop of its connection from start to end: no per-request handoff.
+ *  - A decision pool: K threads, each with its own engine (own LDAP
+ *    connection). Directory lookups never run on a loop thread. A finished
+ *    decision resumes the waiting MHD connection (MHD_resume_connection is
+ *    thread-safe and wakes the loop through MHD's own ITC).
+ *  - The main thread handles signals (SIGHUP reload, SIGUSR1 reopen,
+ *    SIGTERM/SIGINT drain) and nothing else.
+ * Config generations: a reload builds a new struct gen (config, engines,
+ * cache) and swaps it in; each request holds a reference to the generation
+ * it started under; the old one is freed with its last request.
+ */
+#ifndef CERTMAPD_H
+#define CERTMAPD_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <curl/curl.h>
+#include <gnutls/gnutls.h>
+#include <microhttpd.h>
+
+#include "certmap/accesslog.h"
+#include "certmap/auditlog.h"
+#include "certmap/cache.h"
+#include "certmap/config.h"
+#include "certmap/engine.h"
+#include "certmap/metrics.h"
+
+#define CMD_MAX_LOOPS 64
+#define CMD_BUF_BYTES (64u * 1024u)         /* each direction of a proxied body */
+#define CMD_MAX_UPSTREAM_HEAD_BYTES (64u * 1024u)
+#define CMD_MAX_PENDING_ACCEPT 4096         /* sockets waiting for their first byte */
+
+/* ---- generations ---- */
+
+struct gen {
+	atomic_int refs;
+	unsigned long id;
+	struct cm_config *cfg;
+	struct cm_engine **engines; /* one per decision thread */
+	int n_engines;
+	struct cm_cache *cache;
+	bool key_uses_basic; /* the Basic user changes decisions */
+};
+
+struct gen *gen_new(const char *config_file, int n_engines, unsigned long id, char **error);
+struct gen *gen_ref(struct gen *g);
+void gen_unref(struct gen *g);
+
+/* ---- the server ---- */
+
+struct loop;
+struct decider;
+
+struct listener {
+	int fd;
+	struct sockaddr_storage addr;
+	socklen_t addrlen;
+	char ip[64];
+	int port;
+	char *cert_pem; /* server certificate chain, PEM */
+	char *key_pem;  /* wiped on free */
+	char *trust_pem; /* trusted issuers: MHD asks clients for certs from these */
+};
+
+struct server {
+	const char *config_file;
+	struct listener *listeners;
+	size_t n_listeners;
+	struct loop *loops[CMD_MAX_LOOPS];
+	int n_loops;
+	struct decider *decider;
+	struct cm_metrics *metrics;
+	struct cm_accesslog *access;
+	struct cm_auditlog *audit;
+	pthread_mutex_t gen_lock;
+	struct gen *gen; /* current; take with server_gen() */
+	atomic_ulong next_gen_id;
+	atomic_bool draining;
+	atomic_long requests_in_flight;
+	atomic_ulong request_seq;
+	gnutls_datum_t ticket_key;
+	bool tickets;
+	struct MHD_Daemon *admin;
+	char *admin_error;
+};
+
+struct gen *server_gen(struct server *srv); /* new reference */
+
+/* ---- per connection and per request ---- */
+
+struct conn {
+	struct loop *loop;
+	struct listener *listener;
+	char client_ip[64];
+	int client_port;
+	bool chain_loaded;
+	unsigned char **chain_der; /* leaf first; copied from GnuTLS */
+	size_t *chain_len;
+	size_t chain_n;
+	time_t not_after; /* of the leaf, for the cache */
+	/* last verdict on this connection, valid for (gen_id, key) */
+	unsigned long memo_gen;
+	unsigned char memo_key[CM_CACHE_KEY_BYTES];
+	struct cm_verdict *memo;
+};
+
+enum req_state {
+	REQ_NEW,
+	REQ_WAIT_DECISION,
+	REQ_DECIDED,
+	REQ_PROXYING,
+	REQ_RESPONDED,
+};
+
+enum req_suspend {
+	SUSP_NONE,
+	SUSP_DECISION,
+	SUSP_UPLOAD_FULL,
+	SUSP_WAIT_HEADERS,
+	SUSP_WAIT_BODY,
+};
+
+struct hdr {
+	char *name;
+	char *value;
+	struct hdr *next;
+};
+
+struct buf {
+	unsigned char *data;
+	size_t start, end; /* bytes [start, end) are pending */
+};
+
+struct req {
+	struct server *srv;
+	struct loop *loop;
+	struct conn *conn;
+	struct MHD_Connection *mhd;
+	struct gen *gen;
+	enum req_state state;
+	enum req_suspend suspended;
+	struct timespec started_wall;
+	double started_ms;
+	unsigned long seq;
+	char id[24];
+	/* request line */
+	char *raw_target; /* as received */
+	char *path;       /* normalized */
+	char *query;      /* raw, without '?', or NULL */
+	const char *method;
+	const char *version;
+	char *basic_user; /* decoded user part of Authorization: Basic */
+	enum cm_cert_mode mode;
+	/* decision */
+	struct cm_verdict *verdict; /* NULL = no decision (ignore/accept w/o cert) */
+	bool decided_now;           /* computed for this request (not a cache hit) */
+	unsigned char key[CM_CACHE_KEY_BYTES];
+	/* answer */
+	int status;
+	int substatus;
+	uint32_t win32;
+	/* upstream */
+	CURL *easy;
+	struct curl_slist *up_headers;
+	bool has_body;
+	bool upload_done;    /* client body fully received */
+	bool upload_eof_sent;
+	bool curl_read_paused;
+	bool curl_write_paused;
+	bool upstream_done;
+	CURLcode upstream_result;
+	int up_status;
+	struct hdr *resp_headers, **resp_tail;
+	size_t resp_head_bytes;
+	bool head_done;
+	long long resp_length; /* -1 unknown */
+	struct buf up, down;
+	bool response_queued;
+	int rdhup_fd; /* client fd watched for hang-up while suspended, -1 none */
+	bool client_gone;
+	uint64_t bytes_up, bytes_down;
+};
+
+/* ---- loops ---- */
+
+struct loop *loop_new(struct server *srv, int index, char **error);
+int loop_start(struct loop *l);
+void loop_stop(struct loop *l); /* joins */
+void loop_free(struct loop *l);
+size_t loop_connections(struct loop *l);
+
+/* Curl glue for proxy.c (loop thread only). */
+CURLM *loop_multi(struct loop *l);
+void loop_watch_hangup(struct loop *l, struct req *r, bool on);
+
+/* ---- front (MHD callbacks) ---- */
+
+struct MHD_Daemon *front_daemon_new(struct server *srv, struct loop *l, struct listener *li,
+				    char **error);
+void front_resume(struct req *r, enum req_suspend from);
+void front_finish_decision(struct req *r, struct cm_verdict *v);
+
+/* ---- proxy (curl) ---- */
+
+int proxy_start(struct req *r);
+void proxy_transfer_done(struct req *r, CURLcode result);
+void proxy_abort(struct req *r);
+ssize_t proxy_read_response(void *cls, uint64_t pos, char *buf, size_t max);
+/* Feeds request body bytes; returns how many were taken. */
+size_t proxy_feed_upload(struct req *r, const char *data, size_t len);
+void proxy_upload_complete(struct req *r);
+
+/* ---- decisions ---- */
+
+struct decider *decider_new(struct server *srv, int threads);
+void decider_free(struct decider *d); /* joins */
+/* Queues a decision for r (suspended); the result arrives through the cache
+ * waiters and front_finish_decision. */
+int decider_submit(struct decider *d, struct req *r);
+
+/* ---- admin ---- */
+
+struct MHD_Daemon *admin_start(struct server *srv, char **error);
+
+/* ---- errors and logs ---- */
+
+void front_log_request(struct req *r);
+char *error_page(int status, int substatus, const struct cm_verdict *v, bool detailed,
+		 const char *reason_override, size_t *len);
+
+/* ---- logging to stderr ---- */
+
+void logmsg(const char *level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif
