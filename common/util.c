@@ -179,22 +179,38 @@ char *cm_strdup_printf(const char *fmt, ...)
 	return n < 0 ? NULL : s;
 }
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 when invalid. */
+/* Length of the well-formed UTF-8 sequence at s (1..4, per RFC 3629:
+ * no overlongs, no surrogates, nothing above U+10FFFF), or 0. C1 controls
+ * (U+0080..U+009F) count as invalid so they are escaped too. */
 static size_t utf8_seq_len(const unsigned char *s)
 {
+	unsigned char lo = 0x80, hi = 0xbf;
 	size_t need;
 
 	if (s[0] < 0x80)
 		return 1;
-	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
 		need = 2;
-	else if (s[0] >= 0xe0 && s[0] <= 0xef)
+		if (s[0] == 0xc2)
+			lo = 0xa0; /* C1 controls */
+	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
 		need = 3;
-	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+		if (s[0] == 0xe0)
+			lo = 0xa0;
+		else if (s[0] == 0xed)
+			hi = 0x9f;
+	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
 		need = 4;
-	else
+		if (s[0] == 0xf0)
+			lo = 0x90;
+		else if (s[0] == 0xf4)
+			hi = 0x8f;
+	} else {
 		return 0;
-	for (size_t i = 1; i < need; i++)
+	}
+	if (s[1] < lo || s[1] > hi)
+		return 0;
+	for (size_t i = 2; i < need; i++)
 		if ((s[i] & 0xc0) != 0x80)
 			return 0;
 	return need;

@@ -45,6 +45,16 @@
 #define CMD_MAX_UPSTREAM_HEAD_BYTES (64u * 1024u)
 #define CMD_MAX_PENDING_ACCEPT 4096         /* sockets waiting for their first byte */
 
+/* Tag of every epoll registration of a loop (epoll_event.data.ptr). */
+enum evkind { EV_WAKE, EV_LISTEN, EV_MHD, EV_PENDING, EV_CURL, EV_HUP };
+
+struct evsrc {
+	enum evkind kind;
+	int fd;
+	void *ptr;
+	int index;
+};
+
 /* ---- generations ---- */
 
 struct gen {
@@ -154,6 +164,9 @@ struct req {
 	struct gen *gen;
 	enum req_state state;
 	enum req_suspend suspended;
+	unsigned calls;         /* access handler invocations */
+	bool error_pending;     /* answer with status.substatus once the body is read */
+	bool proxied;
 	struct timespec started_wall;
 	double started_ms;
 	unsigned long seq;
@@ -191,7 +204,7 @@ struct req {
 	long long resp_length; /* -1 unknown */
 	struct buf up, down;
 	bool response_queued;
-	int rdhup_fd; /* client fd watched for hang-up while suspended, -1 none */
+	struct evsrc hup; /* client fd watched for hang-up while suspended (fd -1: off) */
 	bool client_gone;
 	uint64_t bytes_up, bytes_down;
 };
@@ -203,6 +216,8 @@ int loop_start(struct loop *l);
 void loop_stop(struct loop *l); /* joins */
 void loop_free(struct loop *l);
 size_t loop_connections(struct loop *l);
+void loop_stop_accepting(struct loop *l);
+void loop_conn_delta(struct loop *l, int delta);
 
 /* Curl glue for proxy.c (loop thread only). */
 CURLM *loop_multi(struct loop *l);
@@ -210,8 +225,13 @@ void loop_watch_hangup(struct loop *l, struct req *r, bool on);
 
 /* ---- front (MHD callbacks) ---- */
 
-struct MHD_Daemon *front_daemon_new(struct server *srv, struct loop *l, struct listener *li,
-				    char **error);
+struct front_ctx {
+	struct server *srv;
+	struct loop *loop;
+	struct listener *li;
+};
+
+struct MHD_Daemon *front_daemon_new(struct front_ctx *ctx, char **error);
 void front_resume(struct req *r, enum req_suspend from);
 void front_finish_decision(struct req *r, struct cm_verdict *v);
 

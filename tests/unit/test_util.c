@@ -97,6 +97,9 @@ Test(util, sanitize_escapes_controls_and_bad_utf8)
 
 	cr_assert_str_eq(s, "a\\x0ab\\x01\\xff \xc3\xa9 \"q\"");
 	free(s);
+	s = cm_sanitize("\xed\xa0\x80|\xe0\x80\xaf|\xf4\x90\x80\x80|\xc2\x9b|\xf0\x9f\x98\x80", 100);
+	cr_assert_str_eq(s, "\\xed\\xa0\\x80|\\xe0\\x80\\xaf|\\xf4\\x90\\x80\\x80|\\xc2\\x9b|\xf0\x9f\x98\x80");
+	free(s);
 	s = cm_sanitize("abcdef", 3);
 	cr_assert_str_eq(s, "abc");
 	free(s);

@@ -1,0 +1,537 @@
+/*
+ * loop — one event loop thread (see certmapd.h for the model).
+ * Owns: an epoll set; the accept path (shared listening sockets with
+ * EPOLLEXCLUSIVE; an accepted socket waits for its first byte, bounded by
+ * server.handshake_timeout_s: 0x16 starts TLS and the socket goes to MHD,
+ * anything else is a plain-HTTP request on the TLS port and gets a 400);
+ * one MHD daemon per listener (external epoll); one curl multi handle
+ * driven by the socket API. Everything here runs on the loop thread except
+ * loop_stop() and loop_connections().
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "certmapd.h"
+
+struct pending {
+	struct evsrc src;
+	int listener;
+	struct sockaddr_storage addr;
+	socklen_t addrlen;
+	double deadline;
+	struct pending *prev, *next;
+};
+
+struct loop {
+	struct server *srv;
+	int index;
+	pthread_t thread;
+	bool started;
+	int epfd;
+	struct evsrc wake;
+	int wakefd;
+	atomic_bool stop;
+	atomic_bool accepting;
+	struct evsrc *listen_src; /* one per listener */
+	struct MHD_Daemon **mhd;
+	struct evsrc *mhd_src;
+	struct front_ctx *ctx;
+	CURLM *multi;
+	double curl_deadline; /* monotonic ms; <0 = none */
+	struct pending *pending;
+	size_t n_pending;
+	atomic_size_t conns;
+};
+
+static double now_ms(void)
+{
+	return cm_now_ms();
+}
+
+CURLM *loop_multi(struct loop *l)
+{
+	return l->multi;
+}
+
+size_t loop_connections(struct loop *l)
+{
+	return atomic_load(&l->conns) + l->n_pending;
+}
+
+/* ---- curl multi glue ---- */
+
+static int curl_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+	struct loop *l = userp;
+	struct evsrc *src = socketp;
+	struct epoll_event ev = {0};
+
+	(void)easy;
+	if (what == CURL_POLL_REMOVE) {
+		if (src != NULL) {
+			epoll_ctl(l->epfd, EPOLL_CTL_DEL, s, NULL);
+			curl_multi_assign(l->multi, s, NULL);
+			free(src);
+		}
+		return 0;
+	}
+	ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
+	if (src == NULL) {
+		src = calloc(1, sizeof(*src));
+		if (src == NULL)
+			return -1;
+		src->kind = EV_CURL;
+		src->fd = s;
+		curl_multi_assign(l->multi, s, src);
+		ev.data.ptr = src;
+		if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, s, &ev) != 0 && errno == EEXIST)
+			epoll_ctl(l->epfd, EPOLL_CTL_MOD, s, &ev);
+	} else {
+		ev.data.ptr = src;
+		if (epoll_ctl(l->epfd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT)
+			epoll_ctl(l->epfd, EPOLL_CTL_ADD, s, &ev);
+	}
+	return 0;
+}
+
+static int curl_timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+	struct loop *l = userp;
+
+	(void)multi;
+	l->curl_deadline = timeout_ms < 0 ? -1 : now_ms() + (double)timeout_ms;
+	return 0;
+}
+
+static void curl_check_done(struct loop *l)
+{
+	CURLMsg *msg;
+	int left;
+
+	while ((msg = curl_multi_info_read(l->multi, &left)) != NULL) {
+		if (msg->msg == CURLMSG_DONE) {
+			struct req *r = NULL;
+			CURL *easy = msg->easy_handle;
+			CURLcode result = msg->data.result;
+
+			curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&r);
+			if (r != NULL)
+				proxy_transfer_done(r, result);
+		}
+	}
+}
+
+static void curl_action(struct loop *l, curl_socket_t s, int mask)
+{
+	int running;
+
+	curl_multi_socket_action(l->multi, s, mask, &running);
+	curl_check_done(l);
+}
+
+/* ---- hang-up watch on suspended client connections ---- */
+
+void loop_watch_hangup(struct loop *l, struct req *r, bool on)
+{
+	const union MHD_ConnectionInfo *ci;
+	struct epoll_event ev = {0};
+
+	if (!on) {
+		if (r->hup.fd >= 0) {
+			epoll_ctl(l->epfd, EPOLL_CTL_DEL, r->hup.fd, NULL);
+			r->hup.fd = -1;
+		}
+		return;
+	}
+	if (r->hup.fd >= 0)
+		return;
+	ci = MHD_get_connection_info(r->mhd, MHD_CONNECTION_INFO_CONNECTION_FD);
+	if (ci == NULL)
+		return;
+	r->hup.kind = EV_HUP;
+	r->hup.ptr = r;
+	r->hup.fd = ci->connect_fd;
+	ev.events = EPOLLRDHUP;
+	ev.data.ptr = &r->hup;
+	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, r->hup.fd, &ev) != 0)
+		r->hup.fd = -1;
+}
+
+static void on_hangup(struct loop *l, struct req *r)
+{
+	loop_watch_hangup(l, r, false);
+	r->client_gone = true;
+	proxy_abort(r);
+	front_resume(r, r->suspended);
+}
+
+/* ---- accept path ---- */
+
+static void pending_remove(struct loop *l, struct pending *p)
+{
+	if (p->prev)
+		p->prev->next = p->next;
+	else
+		l->pending = p->next;
+	if (p->next)
+		p->next->prev = p->prev;
+	l->n_pending--;
+	epoll_ctl(l->epfd, EPOLL_CTL_DEL, p->src.fd, NULL);
+}
+
+static void sockaddr_ip(const struct sockaddr_storage *ss, char *ip, size_t len, int *port);
+
+/* A plain-HTTP request on the TLS port: answer 400 in clear text, as nginx
+ * and IIS do, log it, close. */
+static void refuse_plain_http(struct loop *l, struct pending *p)
+{
+	static const char body[] =
+		"400 - Bad Request. The plain HTTP request was sent to the HTTPS port.\n";
+	char resp[512];
+	int n = snprintf(resp, sizeof(resp),
+			 "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n"
+			 "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+			 sizeof(body) - 1, body);
+	struct listener *li = &l->srv->listeners[p->listener];
+	char cip[64];
+	int cport = 0;
+	struct cm_access_entry e = {0};
+
+	if (n > 0)
+		(void)!send(p->src.fd, resp, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+	sockaddr_ip(&p->addr, cip, sizeof(cip), &cport);
+	clock_gettime(CLOCK_REALTIME, &e.when);
+	e.s_ip = li->ip;
+	e.s_port = li->port;
+	e.method = NULL;
+	e.uri_stem = NULL;
+	e.c_ip = cip;
+	e.status = 400;
+	e.substatus = 0;
+	if (l->srv->access != NULL)
+		cm_accesslog_write(l->srv->access, &e);
+	cm_metrics_request(l->srv->metrics, 400, 0);
+}
+
+static void on_pending(struct loop *l, struct pending *p)
+{
+	unsigned char b = 0;
+	ssize_t n = recv(p->src.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	pending_remove(l, p);
+	if (n == 1 && b == 0x16) {
+		/* MHD owns the socket now, also when it refuses it. */
+		if (MHD_add_connection(l->mhd[p->listener], p->src.fd, (struct sockaddr *)&p->addr,
+				       p->addrlen) != MHD_YES)
+			logmsg("warning", "loop %d: MHD refused a connection: %s", l->index,
+			       strerror(errno));
+		free(p);
+		return;
+	}
+	if (n == 1)
+		refuse_plain_http(l, p);
+	close(p->src.fd);
+	free(p);
+}
+
+static void on_listen(struct loop *l, int li)
+{
+	struct listener *lis = &l->srv->listeners[li];
+	int timeout_s;
+	struct gen *g;
+
+	if (!atomic_load(&l->accepting))
+		return;
+	g = server_gen(l->srv);
+	timeout_s = g->cfg->server.handshake_timeout_s;
+	gen_unref(g);
+	for (int i = 0; i < 64; i++) {
+		struct pending *p;
+		struct sockaddr_storage addr;
+		socklen_t alen = sizeof(addr);
+		struct epoll_event ev = {0};
+		int one = 1;
+		int fd = accept4(lis->fd, (struct sockaddr *)&addr, &alen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE)
+				logmsg("error", "accept: %s", strerror(errno));
+			return;
+		}
+		if (l->n_pending >= CMD_MAX_PENDING_ACCEPT || (p = calloc(1, sizeof(*p))) == NULL) {
+			close(fd);
+			continue;
+		}
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+		p->src.kind = EV_PENDING;
+		p->src.fd = fd;
+		p->src.ptr = p;
+		p->listener = li;
+		p->addr = addr;
+		p->addrlen = alen;
+		p->deadline = now_ms() + timeout_s * 1000.0;
+		ev.events = EPOLLIN | EPOLLRDHUP;
+		ev.data.ptr = &p->src;
+		if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+			close(fd);
+			free(p);
+			continue;
+		}
+		p->next = l->pending;
+		if (l->pending)
+			l->pending->prev = p;
+		l->pending = p;
+		l->n_pending++;
+	}
+}
+
+static void sweep_pending(struct loop *l, double now)
+{
+	struct pending *p = l->pending;
+
+	while (p != NULL) {
+		struct pending *next = p->next;
+
+		if (p->deadline <= now) {
+			pending_remove(l, p);
+			close(p->src.fd);
+			free(p);
+		}
+		p = next;
+	}
+}
+
+static void sockaddr_ip(const struct sockaddr_storage *ss, char *ip, size_t len, int *port)
+{
+	ip[0] = '\0';
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+
+		inet_ntop(AF_INET, &a->sin_addr, ip, (socklen_t)len);
+		*port = ntohs(a->sin_port);
+	} else if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+
+		inet_ntop(AF_INET6, &a->sin6_addr, ip, (socklen_t)len);
+		*port = ntohs(a->sin6_port);
+	}
+}
+
+/* ---- the loop ---- */
+
+static void *loop_main(void *arg)
+{
+	struct loop *l = arg;
+	struct epoll_event evs[128];
+	double last_sweep = now_ms();
+
+	while (!atomic_load(&l->stop)) {
+		int timeout = 1000, n;
+		double now = now_ms();
+		MHD_UNSIGNED_LONG_LONG mt;
+
+		if (l->curl_deadline >= 0) {
+			double d = l->curl_deadline - now;
+
+			timeout = d <= 0 ? 0 : (d < timeout ? (int)d + 1 : timeout);
+		}
+		for (size_t i = 0; i < l->srv->n_listeners; i++)
+			if (MHD_get_timeout(l->mhd[i], &mt) == MHD_YES && (long long)mt < timeout)
+				timeout = (int)mt;
+		n = epoll_wait(l->epfd, evs, (int)(sizeof(evs) / sizeof(evs[0])), timeout);
+		for (int i = 0; i < n; i++) {
+			struct evsrc *src = evs[i].data.ptr;
+			uint32_t e = evs[i].events;
+
+			switch (src->kind) {
+			case EV_WAKE: {
+				uint64_t v;
+
+				(void)!read(l->wakefd, &v, sizeof(v));
+				break;
+			}
+			case EV_LISTEN:
+				on_listen(l, src->index);
+				break;
+			case EV_MHD:
+				break; /* MHD_run below */
+			case EV_PENDING:
+				on_pending(l, src->ptr);
+				break;
+			case EV_CURL:
+				curl_action(l, src->fd,
+					    (e & EPOLLIN ? CURL_CSELECT_IN : 0) |
+						    (e & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
+						    (e & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0));
+				break;
+			case EV_HUP:
+				on_hangup(l, src->ptr);
+				break;
+			}
+		}
+		now = now_ms();
+		if (l->curl_deadline >= 0 && l->curl_deadline <= now) {
+			l->curl_deadline = -1;
+			curl_action(l, CURL_SOCKET_TIMEOUT, 0);
+		}
+		for (size_t i = 0; i < l->srv->n_listeners; i++)
+			MHD_run(l->mhd[i]);
+		if (now - last_sweep >= 500) {
+			sweep_pending(l, now);
+			last_sweep = now;
+		}
+	}
+	return NULL;
+}
+
+struct loop *loop_new(struct server *srv, int index, char **error)
+{
+	struct loop *l = calloc(1, sizeof(*l));
+	struct epoll_event ev = {0};
+
+	*error = NULL;
+	if (l == NULL)
+		goto oom;
+	l->srv = srv;
+	l->index = index;
+	l->curl_deadline = -1;
+	l->wakefd = -1;
+	atomic_init(&l->accepting, true);
+	l->epfd = epoll_create1(EPOLL_CLOEXEC);
+	l->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (l->epfd < 0 || l->wakefd < 0) {
+		*error = cm_strdup_printf("epoll/eventfd: %s", strerror(errno));
+		goto fail;
+	}
+	l->wake.kind = EV_WAKE;
+	l->wake.fd = l->wakefd;
+	ev.events = EPOLLIN;
+	ev.data.ptr = &l->wake;
+	epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->wakefd, &ev);
+	l->listen_src = calloc(srv->n_listeners, sizeof(*l->listen_src));
+	l->mhd = calloc(srv->n_listeners, sizeof(*l->mhd));
+	l->mhd_src = calloc(srv->n_listeners, sizeof(*l->mhd_src));
+	l->ctx = calloc(srv->n_listeners, sizeof(*l->ctx));
+	if (l->listen_src == NULL || l->mhd == NULL || l->mhd_src == NULL || l->ctx == NULL)
+		goto oom;
+	for (size_t i = 0; i < srv->n_listeners; i++) {
+		const union MHD_DaemonInfo *di;
+
+		l->ctx[i].srv = srv;
+		l->ctx[i].loop = l;
+		l->ctx[i].li = &srv->listeners[i];
+		l->mhd[i] = front_daemon_new(&l->ctx[i], error);
+		if (l->mhd[i] == NULL)
+			goto fail;
+		di = MHD_get_daemon_info(l->mhd[i], MHD_DAEMON_INFO_EPOLL_FD);
+		if (di == NULL) {
+			*error = strdup("libmicrohttpd: no epoll fd (built without epoll?)");
+			goto fail;
+		}
+		l->mhd_src[i].kind = EV_MHD;
+		l->mhd_src[i].fd = di->epoll_fd;
+		ev.events = EPOLLIN;
+		ev.data.ptr = &l->mhd_src[i];
+		epoll_ctl(l->epfd, EPOLL_CTL_ADD, di->epoll_fd, &ev);
+		l->listen_src[i].kind = EV_LISTEN;
+		l->listen_src[i].fd = srv->listeners[i].fd;
+		l->listen_src[i].index = (int)i;
+		ev.events = EPOLLIN | EPOLLEXCLUSIVE;
+		ev.data.ptr = &l->listen_src[i];
+		if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, srv->listeners[i].fd, &ev) != 0) {
+			*error = cm_strdup_printf("epoll_ctl(listen): %s", strerror(errno));
+			goto fail;
+		}
+	}
+	l->multi = curl_multi_init();
+	if (l->multi == NULL)
+		goto oom;
+	curl_multi_setopt(l->multi, CURLMOPT_SOCKETFUNCTION, curl_socket_cb);
+	curl_multi_setopt(l->multi, CURLMOPT_SOCKETDATA, l);
+	curl_multi_setopt(l->multi, CURLMOPT_TIMERFUNCTION, curl_timer_cb);
+	curl_multi_setopt(l->multi, CURLMOPT_TIMERDATA, l);
+	/* Upstream keep-alive pool: held Pings pin connections, so no per-host cap. */
+	curl_multi_setopt(l->multi, CURLMOPT_MAXCONNECTS, 1024L);
+	return l;
+oom:
+	if (*error == NULL)
+		*error = strdup("out of memory");
+fail:
+	loop_free(l);
+	return NULL;
+}
+
+int loop_start(struct loop *l)
+{
+	if (pthread_create(&l->thread, NULL, loop_main, l) != 0)
+		return -1;
+	l->started = true;
+	return 0;
+}
+
+/* Stops accepting (drain): new connections are no longer taken. */
+void loop_stop_accepting(struct loop *l)
+{
+	atomic_store(&l->accepting, false);
+}
+
+void loop_stop(struct loop *l)
+{
+	uint64_t one = 1;
+
+	if (l == NULL || !l->started)
+		return;
+	atomic_store(&l->stop, true);
+	(void)!write(l->wakefd, &one, sizeof(one));
+	pthread_join(l->thread, NULL);
+	l->started = false;
+}
+
+void loop_free(struct loop *l)
+{
+	if (l == NULL)
+		return;
+	loop_stop(l);
+	while (l->pending != NULL) {
+		struct pending *p = l->pending;
+
+		pending_remove(l, p);
+		close(p->src.fd);
+		free(p);
+	}
+	/* MHD first: completing requests remove their curl handles. */
+	for (size_t i = 0; l->mhd != NULL && i < l->srv->n_listeners; i++)
+		if (l->mhd[i] != NULL)
+			MHD_stop_daemon(l->mhd[i]);
+	if (l->multi != NULL)
+		curl_multi_cleanup(l->multi);
+	free(l->mhd);
+	free(l->mhd_src);
+	free(l->ctx);
+	free(l->listen_src);
+	if (l->wakefd >= 0)
+		close(l->wakefd);
+	if (l->epfd >= 0)
+		close(l->epfd);
+	free(l);
+}
+
+void loop_conn_delta(struct loop *l, int delta)
+{
+	if (delta > 0)
+		atomic_fetch_add(&l->conns, (size_t)delta);
+	else
+		atomic_fetch_sub(&l->conns, (size_t)-delta);
+}
