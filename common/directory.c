@@ -16,6 +16,9 @@
  * about one timeout before the next URI is tried.
  * TLS options are set on each handle (LDAP_OPT_X_TLS_NEWCTX), never globally;
  * certificate checking is "demand" with directory.ca_file.
+ * Paged searches and value-level modifies share one failover loop
+ * (with_failover); a paged search that fails mid-way starts over on the next
+ * server, a modify is retried elsewhere only when no answer came.
  * Threading: dir->lock serializes every operation on the handle.
  */
 #include "certmap/directory.h"
@@ -43,6 +46,7 @@ struct cm_dir {
 	LDAP *ld;          /* connected and bound to uris[cur], or NULL */
 	size_t cur;        /* URI in use, or the one to try first */
 	double elapsed_ms; /* time in LDAP calls since the last take */
+	struct cm_dir_stats stats;
 };
 
 /* How an attempt on one server ended. */
@@ -51,6 +55,7 @@ enum attempt {
 	ATTEMPT_NO_SUCH_OBJECT,
 	ATTEMPT_FAILOVER, /* this server is unusable: close it, try the next */
 	ATTEMPT_FATAL,    /* the request itself failed: other servers would agree */
+	ATTEMPT_REFUSED,  /* a write this server answered with an error (not an outage) */
 };
 
 int cm_dir_open(const struct cm_config *cfg, struct cm_dir **out, struct cm_err *err)
@@ -189,6 +194,7 @@ static int bind_handle(struct cm_dir *dir, LDAP *ld, char *msg, size_t size)
 		describe(ld, rc, NULL, "", msg, size);
 		return rc;
 	}
+	dir->stats.binds++;
 	rc = ldap_result(ld, msgid, LDAP_MSG_ALL, &tv, &res);
 	if (rc == 0) {
 		snprintf(msg, size, "bind timed out after %d ms", timeout_ms(dir));
@@ -520,6 +526,7 @@ static enum attempt search_once(struct cm_dir *dir, const struct search_req *req
 		describe(ld, rc, NULL, "", msg, size);
 		return is_server_failure(rc) ? ATTEMPT_FAILOVER : ATTEMPT_FATAL;
 	}
+	dir->stats.searches++;
 	rc = ldap_result(ld, msgid, LDAP_MSG_ALL, &tv, &res);
 	if (rc == 0) {
 		*code_out = LDAP_TIMEOUT;
@@ -715,6 +722,463 @@ done:
 	return status;
 }
 
+/* ---- paged searches and value-level modifies: one failover loop ---- */
+
+/* One attempt of an operation on dir->ld, connected to uris[dir->cur]. Adds
+ * its own trace line on success; on failure fills msg and *code. */
+typedef enum attempt (*attempt_fn)(struct cm_dir *dir, void *ctx, int *code, char *msg,
+				   size_t size, struct cm_trace *trace);
+
+/* Runs fn with cm_dir_search's failover rules: each URI at most once per call
+ * (starting with the one in use), plus one fresh connection to the same
+ * server when a kept connection turned out to be closed. reset (may be NULL)
+ * discards a failed attempt's partial output. what names the operation in
+ * failure lines. */
+static enum cm_dir_status with_failover(struct cm_dir *dir, attempt_fn fn, void (*reset)(void *),
+					void *ctx, const char *what, struct cm_trace *trace,
+					struct cm_err *err)
+{
+	const struct cm_strlist *uris = &dir->cfg->directory.uris;
+	char failures[CM_ERR_MAX_MSG] = "";
+	enum cm_dir_status status = CM_DIR_UNAVAILABLE;
+	bool reconnected = false;
+	size_t start, i;
+	double t0;
+
+	pthread_mutex_lock(&dir->lock);
+	t0 = cm_now_ms();
+	start = dir->cur < uris->n ? dir->cur : 0;
+	for (i = 0; i < uris->n; i++) {
+		size_t idx = (start + i) % uris->n;
+		const char *uri = uris->v[idx];
+		char msg[FAILURE_MSG_MAX] = "";
+		int code = LDAP_SUCCESS;
+		bool fresh = false;
+		enum attempt a;
+
+		if (dir->ld == NULL || dir->cur != idx) {
+			close_handle(dir);
+			dir->ld = connect_uri(dir, idx, msg, sizeof(msg));
+			if (dir->ld == NULL) {
+				cm_trace_add(trace, "ldap: %s: %s", uri, msg);
+				add_failure(failures, sizeof(failures), uri, msg);
+				continue;
+			}
+			dir->cur = idx;
+			fresh = true;
+		}
+		a = fn(dir, ctx, &code, msg, sizeof(msg), trace);
+		if (a == ATTEMPT_OK || a == ATTEMPT_NO_SUCH_OBJECT) {
+			status = a == ATTEMPT_OK ? CM_DIR_OK : CM_DIR_NO_SUCH_OBJECT;
+			goto done;
+		}
+		if (a == ATTEMPT_REFUSED) {
+			cm_trace_add(trace, "ldap: %s: %s refused: %s", uri, what, msg);
+			cm_err_set(err, "%s", msg);
+			status = CM_DIR_REFUSED;
+			goto done;
+		}
+		if (reset != NULL)
+			reset(ctx);
+		cm_trace_add(trace, "ldap: %s: %s failed: %s", uri, what, msg);
+		add_failure(failures, sizeof(failures), uri, msg);
+		if (a == ATTEMPT_FATAL)
+			goto fail;
+		close_handle(dir);
+		if (!fresh && !reconnected && code == LDAP_SERVER_DOWN) {
+			reconnected = true;
+			dir->cur = idx;
+			i--; /* unsigned: wraps at 0, and the loop's i++ brings it back */
+			failures[0] = '\0';
+		}
+	}
+	dir->cur = start;
+fail:
+	cm_err_set(err, "directory unavailable: %s", failures[0] != '\0' ? failures : "no server");
+	status = CM_DIR_UNAVAILABLE;
+done:
+	dir->elapsed_ms += cm_now_ms() - t0;
+	pthread_mutex_unlock(&dir->lock);
+	return status;
+}
+
+/* Waits for the answer to msgid; 1 with *res, or 0 with *code/msg filled
+ * (timeout, connection lost). */
+static int await_result(struct cm_dir *dir, int msgid, const char *what, LDAPMessage **res,
+			int *code, char *msg, size_t size)
+{
+	int ms = timeout_ms(dir);
+	struct timeval tv = ms_to_tv(ms);
+	int rc = ldap_result(dir->ld, msgid, LDAP_MSG_ALL, &tv, res);
+
+	if (rc > 0)
+		return 1;
+	if (rc == 0) {
+		*code = LDAP_TIMEOUT;
+		snprintf(msg, size, "%s timed out after %d ms", what, ms);
+	} else {
+		if (ldap_get_option(dir->ld, LDAP_OPT_RESULT_CODE, code) != LDAP_OPT_SUCCESS ||
+		    *code == LDAP_SUCCESS)
+			*code = LDAP_SERVER_DOWN;
+		describe(dir->ld, *code, NULL, "", msg, size);
+	}
+	ldap_msgfree(*res);
+	*res = NULL;
+	return 0;
+}
+
+struct paged_req {
+	const char *base;
+	enum cm_dir_scope scope;
+	const char *filter;
+	const char *const *attrs;
+	size_t page_size;
+	size_t max_entries;
+	const char *shown; /* filter for trace lines */
+	struct cm_dir_result *out;
+};
+
+static void paged_reset(void *ctx)
+{
+	cm_dir_result_free(((struct paged_req *)ctx)->out);
+}
+
+/* Reads one page's messages into req->out; the result code, its server text
+ * and the next cookie (empty at the end) come back. */
+static enum attempt read_page(struct cm_dir *dir, LDAPMessage *res, struct paged_req *req,
+			      size_t *refs, size_t *dropped, int *code, char **errmsg,
+			      struct berval *cookie, char *msg, size_t size)
+{
+	LDAP *ld = dir->ld;
+	struct cm_dir_result *out = req->out;
+	bool got_result = false;
+
+	for (LDAPMessage *m = ldap_first_message(ld, res); m != NULL;
+	     m = ldap_next_message(ld, m)) {
+		switch (ldap_msgtype(m)) {
+		case LDAP_RES_SEARCH_ENTRY: {
+			struct cm_dir_entry *entries;
+
+			if (out->n_entries >= req->max_entries) {
+				out->truncated = true;
+				break;
+			}
+			entries = realloc(out->entries, (out->n_entries + 1) * sizeof(*entries));
+			if (entries == NULL) {
+				snprintf(msg, size, "out of memory");
+				return ATTEMPT_FATAL;
+			}
+			out->entries = entries;
+			if (copy_entry(ld, m, &out->entries[out->n_entries], dropped) != 0) {
+				entry_free(&out->entries[out->n_entries]);
+				snprintf(msg, size, "out of memory");
+				return ATTEMPT_FATAL;
+			}
+			out->n_entries++;
+			break;
+		}
+		case LDAP_RES_SEARCH_REFERENCE:
+			(*refs)++; /* referrals are never chased */
+			break;
+		case LDAP_RES_SEARCH_RESULT: {
+			LDAPControl **ctrls = NULL, *page;
+			ber_int_t estimate = 0;
+			int rc = ldap_parse_result(ld, m, code, NULL, errmsg, NULL, &ctrls, 0);
+
+			if (rc != LDAP_SUCCESS)
+				*code = rc;
+			page = ctrls != NULL ? ldap_control_find(LDAP_CONTROL_PAGEDRESULTS, ctrls, NULL)
+					     : NULL;
+			if (page != NULL &&
+			    ldap_parse_pageresponse_control(ld, page, &estimate, cookie) != LDAP_SUCCESS) {
+				cookie->bv_val = NULL;
+				cookie->bv_len = 0;
+			}
+			ldap_controls_free(ctrls);
+			got_result = true;
+			break;
+		}
+		default:
+			break;
+		}
+	}
+	if (!got_result) {
+		*code = LDAP_DECODING_ERROR;
+		snprintf(msg, size, "search ended without a result");
+		return ATTEMPT_FAILOVER;
+	}
+	return ATTEMPT_OK;
+}
+
+static enum attempt paged_attempt(struct cm_dir *dir, void *ctx, int *code_out, char *msg,
+				  size_t size, struct cm_trace *trace)
+{
+	struct paged_req *req = ctx;
+	const char *uri = dir->cfg->directory.uris.v[dir->cur];
+	int ms = timeout_ms(dir);
+	struct timeval limit = { .tv_sec = (ms + 999) / 1000, .tv_usec = 0 };
+	struct berval cookie = { 0, NULL };
+	size_t pages = 0, refs = 0, dropped = 0;
+	enum attempt ret = ATTEMPT_OK;
+
+	*code_out = LDAP_SUCCESS;
+	for (;;) {
+		LDAPControl *page = NULL, *sctrls[2] = { NULL, NULL };
+		LDAPMessage *res = NULL;
+		char *errmsg = NULL;
+		int msgid = -1, code = LDAP_OTHER, rc;
+
+		rc = ldap_create_page_control(dir->ld, (ber_int_t)req->page_size, &cookie, 0, &page);
+		ber_memfree(cookie.bv_val);
+		cookie.bv_val = NULL;
+		cookie.bv_len = 0;
+		if (rc != LDAP_SUCCESS) {
+			*code_out = rc;
+			describe(dir->ld, rc, NULL, "paged results control: ", msg, size);
+			return ATTEMPT_FATAL;
+		}
+		sctrls[0] = page;
+		/* the size limit is left to the server: the bound is max_entries,
+		 * counted here across pages */
+		rc = ldap_search_ext(dir->ld, req->base, ldap_scope(req->scope), req->filter,
+				     (char **)(uintptr_t)req->attrs, 0, sctrls, NULL, &limit, 0,
+				     &msgid);
+		ldap_control_free(page);
+		if (rc != LDAP_SUCCESS) {
+			*code_out = rc;
+			describe(dir->ld, rc, NULL, "", msg, size);
+			return is_server_failure(rc) ? ATTEMPT_FAILOVER : ATTEMPT_FATAL;
+		}
+		dir->stats.searches++;
+		pages++;
+		if (!await_result(dir, msgid, "search page", &res, code_out, msg, size))
+			return is_server_failure(*code_out) ? ATTEMPT_FAILOVER : ATTEMPT_FATAL;
+		ret = read_page(dir, res, req, &refs, &dropped, &code, &errmsg, &cookie, msg, size);
+		ldap_msgfree(res);
+		*code_out = code;
+		if (ret == ATTEMPT_OK) {
+			switch (code) {
+			case LDAP_SUCCESS:
+				break;
+			case LDAP_SIZELIMIT_EXCEEDED:
+				req->out->truncated = true;
+				break;
+			case LDAP_NO_SUCH_OBJECT:
+				ret = ATTEMPT_NO_SUCH_OBJECT;
+				break;
+			default:
+				describe(NULL, code, errmsg, "", msg, size);
+				ret = is_server_failure(code) ? ATTEMPT_FAILOVER : ATTEMPT_FATAL;
+				break;
+			}
+		}
+		ldap_memfree(errmsg);
+		if (ret != ATTEMPT_OK || code != LDAP_SUCCESS || req->out->truncated ||
+		    cookie.bv_len == 0)
+			break;
+	}
+	ber_memfree(cookie.bv_val);
+	if (ret == ATTEMPT_OK || ret == ATTEMPT_NO_SUCH_OBJECT) {
+		cm_trace_add(trace, "ldap: %s: paged search %s (%s) %s: %s%zu entr%s in %zu page%s%s",
+			     uri, req->base, scope_name(req->scope), req->shown,
+			     ret == ATTEMPT_NO_SUCH_OBJECT ? "no such object, " : "",
+			     req->out->n_entries, req->out->n_entries == 1 ? "y" : "ies", pages,
+			     pages == 1 ? "" : "s",
+			     req->out->truncated ? " (incomplete: size limit reached)" : "");
+		if (dropped > 0)
+			cm_trace_add(trace, "ldap: %zu values over %u bytes dropped", dropped,
+				     CM_DIR_MAX_VALUE_BYTES);
+		if (refs > 0)
+			cm_trace_add(trace, "ldap: %zu search reference%s ignored", refs,
+				     refs == 1 ? "" : "s");
+	}
+	return ret;
+}
+
+enum cm_dir_status cm_dir_search_paged(struct cm_dir *dir, const char *base,
+				       enum cm_dir_scope scope, const char *filter,
+				       const char *const *attrs, size_t page_size,
+				       size_t max_entries, struct cm_dir_result *out,
+				       struct cm_trace *trace, struct cm_err *err)
+{
+	char shown[TRACE_FILTER_MAX + 64];
+	struct paged_req req = { base, scope, filter, attrs,
+				 page_size > 0 ? page_size : CM_DIR_PAGE_ENTRIES,
+				 max_entries > 0 ? max_entries : CM_DIR_MAX_PAGED_ENTRIES, shown,
+				 out };
+	char what[TRACE_FILTER_MAX + 128];
+
+	memset(out, 0, sizeof(*out));
+	if (dir == NULL || base == NULL || filter == NULL) {
+		cm_err_set(err, "directory: no directory handle");
+		return CM_DIR_UNAVAILABLE;
+	}
+	if (req.page_size > INT32_MAX)
+		req.page_size = INT32_MAX;
+	filter_for_trace(filter, shown, sizeof(shown));
+	snprintf(what, sizeof(what), "paged search %s (%s) %s", base, scope_name(scope), shown);
+	return with_failover(dir, paged_attempt, paged_reset, &req, what, trace, err);
+}
+
+/* RFC 4511 name of a result code a write may get. */
+static const char *result_name(int code)
+{
+	switch (code) {
+	case LDAP_REFERRAL: return "referral";
+	case LDAP_ADMINLIMIT_EXCEEDED: return "adminLimitExceeded";
+	case LDAP_CONFIDENTIALITY_REQUIRED: return "confidentialityRequired";
+	case LDAP_NO_SUCH_ATTRIBUTE: return "noSuchAttribute";
+	case LDAP_UNDEFINED_TYPE: return "undefinedAttributeType";
+	case LDAP_CONSTRAINT_VIOLATION: return "constraintViolation";
+	case LDAP_TYPE_OR_VALUE_EXISTS: return "attributeOrValueExists";
+	case LDAP_INVALID_SYNTAX: return "invalidAttributeSyntax";
+	case LDAP_NO_SUCH_OBJECT: return "noSuchObject";
+	case LDAP_INVALID_DN_SYNTAX: return "invalidDNSyntax";
+	case LDAP_INAPPROPRIATE_AUTH: return "inappropriateAuthentication";
+	case LDAP_INSUFFICIENT_ACCESS: return "insufficientAccessRights";
+	case LDAP_BUSY: return "busy";
+	case LDAP_UNAVAILABLE: return "unavailable";
+	case LDAP_UNWILLING_TO_PERFORM: return "unwillingToPerform";
+	case LDAP_OBJECT_CLASS_VIOLATION: return "objectClassViolation";
+	case LDAP_NOT_ALLOWED_ON_NONLEAF: return "notAllowedOnNonLeaf";
+	case LDAP_NOT_ALLOWED_ON_RDN: return "notAllowedOnRDN";
+	case LDAP_OTHER: return "other";
+	default: return NULL;
+	}
+}
+
+struct modify_req {
+	const char *dn;
+	const char *attr;
+	enum cm_dir_mod_op op;
+	const struct cm_dir_value *values;
+	size_t n_values;
+	int result; /* LDAP result code of the answer */
+};
+
+static enum attempt modify_attempt(struct cm_dir *dir, void *ctx, int *code_out, char *msg,
+				   size_t size, struct cm_trace *trace)
+{
+	struct modify_req *req = ctx;
+	const char *uri = dir->cfg->directory.uris.v[dir->cur];
+	const char *opname = req->op == CM_DIR_MOD_ADD ? "add" : "delete";
+	struct berval *bv = calloc(req->n_values, sizeof(*bv));
+	struct berval **bvp = calloc(req->n_values + 1, sizeof(*bvp));
+	LDAPMod mod, *mods[2] = { &mod, NULL };
+	LDAPMessage *res = NULL;
+	char *errmsg = NULL, *matched = NULL;
+	int msgid = -1, code = LDAP_OTHER, rc;
+	enum attempt ret;
+
+	*code_out = LDAP_SUCCESS;
+	if (bv == NULL || bvp == NULL) {
+		free(bv);
+		free(bvp);
+		snprintf(msg, size, "out of memory");
+		return ATTEMPT_FATAL;
+	}
+	for (size_t i = 0; i < req->n_values; i++) {
+		bv[i].bv_val = (char *)req->values[i].data;
+		bv[i].bv_len = req->values[i].len;
+		bvp[i] = &bv[i];
+	}
+	memset(&mod, 0, sizeof(mod));
+	mod.mod_op = (req->op == CM_DIR_MOD_ADD ? LDAP_MOD_ADD : LDAP_MOD_DELETE) | LDAP_MOD_BVALUES;
+	mod.mod_type = (char *)(uintptr_t)req->attr;
+	mod.mod_bvalues = bvp;
+	rc = ldap_modify_ext(dir->ld, req->dn, mods, NULL, NULL, &msgid);
+	free(bvp);
+	free(bv);
+	if (rc != LDAP_SUCCESS) {
+		*code_out = rc;
+		describe(dir->ld, rc, NULL, "", msg, size);
+		return is_server_failure(rc) ? ATTEMPT_FAILOVER : ATTEMPT_FATAL;
+	}
+	dir->stats.modifies++;
+	if (!await_result(dir, msgid, "modify", &res, code_out, msg, size))
+		return is_server_failure(*code_out) ? ATTEMPT_FAILOVER : ATTEMPT_FATAL;
+	rc = ldap_parse_result(dir->ld, res, &code, &matched, &errmsg, NULL, NULL, 1);
+	if (rc != LDAP_SUCCESS) {
+		*code_out = rc;
+		describe(dir->ld, rc, NULL, "", msg, size);
+		ldap_memfree(matched);
+		ldap_memfree(errmsg);
+		return ATTEMPT_FAILOVER;
+	}
+	*code_out = code;
+	req->result = code;
+	if (errmsg != NULL) /* AD ends its diagnostic text with a newline */
+		for (size_t len = strlen(errmsg);
+		     len > 0 && (errmsg[len - 1] == '\n' || errmsg[len - 1] == '\r' ||
+				 errmsg[len - 1] == ' ');
+		     len--)
+			errmsg[len - 1] = '\0';
+	if (code == LDAP_SUCCESS ||
+	    (code == LDAP_TYPE_OR_VALUE_EXISTS && req->op == CM_DIR_MOD_ADD) ||
+	    (code == LDAP_NO_SUCH_ATTRIBUTE && req->op == CM_DIR_MOD_DELETE)) {
+		cm_trace_add(trace, "ldap: %s: modify %s: %s %zu value%s of %s: %s", uri, req->dn,
+			     opname, req->n_values, req->n_values == 1 ? "" : "s", req->attr,
+			     code == LDAP_SUCCESS ? "done"
+			     : req->op == CM_DIR_MOD_ADD ? "already present"
+							 : "already absent");
+		ret = ATTEMPT_OK;
+	} else if (code == LDAP_NO_SUCH_OBJECT) {
+		cm_trace_add(trace, "ldap: %s: modify %s: no such object", uri, req->dn);
+		ret = ATTEMPT_NO_SUCH_OBJECT;
+	} else if (code == LDAP_BUSY || code == LDAP_UNAVAILABLE) {
+		describe(NULL, code, errmsg, "", msg, size);
+		ret = ATTEMPT_FAILOVER;
+	} else {
+		char prefix[FAILURE_MSG_MAX];
+		const char *name = result_name(code);
+
+		if (name != NULL)
+			snprintf(prefix, sizeof(prefix), "%s (%d): ", name, code);
+		else
+			snprintf(prefix, sizeof(prefix), "result %d: ", code);
+		describe(NULL, code, errmsg, prefix, msg, size);
+		ret = ATTEMPT_REFUSED;
+	}
+	ldap_memfree(matched);
+	ldap_memfree(errmsg);
+	return ret;
+}
+
+enum cm_dir_status cm_dir_modify_values(struct cm_dir *dir, const char *dn, const char *attr,
+					enum cm_dir_mod_op op, const struct cm_dir_value *values,
+					size_t n_values, int *ldap_code, struct cm_trace *trace,
+					struct cm_err *err)
+{
+	struct modify_req req = { dn, attr, op, values, n_values, LDAP_OTHER };
+	char what[FAILURE_MSG_MAX];
+	enum cm_dir_status st;
+
+	if (ldap_code != NULL)
+		*ldap_code = LDAP_OTHER;
+	if (dir == NULL || dn == NULL || attr == NULL || values == NULL || n_values == 0) {
+		cm_err_set(err, "directory: modify without a handle, DN, attribute or value");
+		return CM_DIR_UNAVAILABLE;
+	}
+	snprintf(what, sizeof(what), "modify %.120s (%s %s)", dn,
+		 op == CM_DIR_MOD_ADD ? "add" : "delete", attr);
+	st = with_failover(dir, modify_attempt, NULL, &req, what, trace, err);
+	if (st == CM_DIR_NO_SUCH_OBJECT)
+		cm_err_set(err, "noSuchObject (32): %s does not exist", dn);
+	if (ldap_code != NULL)
+		*ldap_code = req.result;
+	return st;
+}
+
+void cm_dir_get_stats(struct cm_dir *dir, struct cm_dir_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (dir == NULL)
+		return;
+	pthread_mutex_lock(&dir->lock);
+	*out = dir->stats;
+	pthread_mutex_unlock(&dir->lock);
+}
+
 const struct cm_dir_attr *cm_dir_entry_attr(const struct cm_dir_entry *e, const char *name)
 {
 	size_t nlen;
@@ -808,4 +1272,16 @@ bool cm_dir_dn_equal(const char *a, const char *b)
 	free(na);
 	free(nb);
 	return eq;
+}
+
+char *cm_dir_dn_key(const char *dn)
+{
+	char *key;
+
+	if (dn == NULL || (key = dn_normalize(dn)) == NULL)
+		return NULL;
+	for (char *p = key; *p != '\0'; p++)
+		if (*p >= 'A' && *p <= 'Z')
+			*p = (char)(*p - 'A' + 'a');
+	return key;
 }

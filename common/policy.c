@@ -7,10 +7,11 @@
  * userAccountControl & 0x2, locked is msDS-User-Account-Control-Computed &
  * 0x10 only (a stale lockoutTime or the legacy uAC lockout bit mean nothing),
  * accountExpires 0 and 0x7FFFFFFFFFFFFFFF mean never.
- * Groups, ad: the account's tokenGroups (nested and primary group included,
- * as a Windows token) against each required group's objectSid. rfc4523: a
- * breadth-first walk up groupOfNames/member from the account, at most
- * CM_POLICY_MAX_DEPTH levels. A group that cannot be found denies.
+ * Groups: groups.c answers (ad: tokenGroups, nested and primary group
+ * included, as a Windows token; rfc4523: a breadth-first walk up
+ * groupOfNames/member, at most CM_GROUPS_MAX_DEPTH levels); the first
+ * required group the account is not in decides. A group that cannot be
+ * found denies.
  * Any directory error denies with directory_unavailable.
  * Threading: stateless; the caller's struct cm_dir serializes LDAP access.
  */
@@ -22,11 +23,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include "certmap/groups.h"
 #include "certmap/util.h"
 
-#define CM_POLICY_MAX_DEPTH 16   /* rfc4523 group nesting levels walked */
-#define CM_POLICY_MAX_GROUPS 512 /* groups collected by one rfc4523 walk */
-#define MEMBERS_PER_SEARCH 16    /* (member=…) terms OR-ed in one search */
 #define SHOWN_USER_MAX 64        /* bytes of a Basic user quoted in a detail */
 
 #define UF_ACCOUNTDISABLE 0x2u
@@ -129,280 +128,58 @@ static char *state_detail(enum cm_reason r, const struct cm_account *acct)
 	}
 }
 
-/* Is any value of attr byte-equal to the len bytes at v? */
-static bool attr_has_value(const struct cm_dir_attr *attr, const unsigned char *v, size_t len)
+/* Required groups: the first one the account is not in decides (in order). */
+static enum cm_reason check_groups(const struct cm_config *cfg, struct cm_dir *dir,
+				   const struct cm_account *acct, struct cm_trace *trace,
+				   char **detail)
 {
-	if (attr == NULL)
-		return false;
-	for (size_t i = 0; i < attr->n_values; i++)
-		if (attr->values[i].len == len && memcmp(attr->values[i].data, v, len) == 0)
-			return true;
-	return false;
-}
-
-/* ad: tokenGroups of the account vs objectSid of every required group. */
-static enum cm_reason groups_ad(const struct cm_config *cfg, struct cm_dir *dir,
-				const struct cm_account *acct, struct cm_trace *trace,
-				char **detail)
-{
-	static const char *const tg_attrs[] = { "tokenGroups", NULL };
-	static const char *const sid_attrs[] = { "objectSid", NULL };
 	const struct cm_strlist *req = &cfg->authorization.required_groups;
-	struct cm_dir_result user = { NULL, 0, false };
-	const struct cm_dir_attr *tg;
+	enum cm_group_answer *answers = calloc(req->n, sizeof(*answers));
 	struct cm_err err = { "" };
-	enum cm_dir_status st;
+	enum cm_groups_status st;
 	enum cm_reason reason = CM_REASON_ALLOWED;
 
-	st = cm_dir_search(dir, acct->dn, CM_DIR_SCOPE_BASE, "(objectClass=*)", tg_attrs, 1, &user,
-			   trace, &err);
-	if (st == CM_DIR_UNAVAILABLE) {
-		*detail = strdup(err.msg);
+	if (answers == NULL) {
+		*detail = strdup("out of memory");
 		return CM_REASON_DIRECTORY_UNAVAILABLE;
 	}
-	if (st == CM_DIR_NO_SUCH_OBJECT || user.n_entries == 0) {
-		cm_dir_result_free(&user);
+	st = cm_groups_check(cfg, dir, acct->dn, req->v, req->n, true, answers, trace, &err);
+	if (st == CM_GROUPS_NOT_FOUND) {
 		cm_trace_add(trace, "policy: account %s no longer exists", acct->dn);
 		*detail = cm_strdup_printf("account %s no longer exists", acct->dn);
-		return CM_REASON_NOT_IN_GROUP;
+		reason = CM_REASON_NOT_IN_GROUP;
+		goto done;
 	}
-	tg = cm_dir_entry_attr(&user.entries[0], "tokenGroups");
-	cm_trace_add(trace, "policy: %s: %zu tokenGroups SIDs%s", acct->dn,
-		     tg != NULL ? tg->n_values : 0,
-		     tg == NULL ? " (none readable: check the bind account's rights)" : "");
-
+	if (st != CM_GROUPS_OK) {
+		*detail = strdup(err.msg);
+		reason = CM_REASON_DIRECTORY_UNAVAILABLE;
+		goto done;
+	}
 	for (size_t i = 0; i < req->n && reason == CM_REASON_ALLOWED; i++) {
-		struct cm_dir_result grp = { NULL, 0, false };
-		const struct cm_dir_attr *sid;
-
-		st = cm_dir_search(dir, req->v[i], CM_DIR_SCOPE_BASE, "(objectClass=*)", sid_attrs,
-				   1, &grp, trace, &err);
-		if (st == CM_DIR_UNAVAILABLE) {
-			*detail = strdup(err.msg);
-			reason = CM_REASON_DIRECTORY_UNAVAILABLE;
-		} else if (st == CM_DIR_NO_SUCH_OBJECT || grp.n_entries == 0) {
+		switch (answers[i]) {
+		case CM_GROUP_MEMBER:
+			cm_trace_add(trace, "policy: %s is a member of %s", acct->dn, req->v[i]);
+			break;
+		case CM_GROUP_MISSING:
 			cm_trace_add(trace, "policy: required group %s does not exist", req->v[i]);
 			*detail = cm_strdup_printf("required group %s does not exist", req->v[i]);
 			reason = CM_REASON_NOT_IN_GROUP;
-		} else if ((sid = cm_dir_entry_attr(&grp.entries[0], "objectSid")) == NULL ||
-			   sid->n_values == 0) {
+			break;
+		case CM_GROUP_NO_SID:
 			cm_trace_add(trace, "policy: required group %s has no objectSid", req->v[i]);
 			*detail = cm_strdup_printf("required group %s has no objectSid", req->v[i]);
 			reason = CM_REASON_NOT_IN_GROUP;
-		} else if (!attr_has_value(tg, sid->values[0].data, sid->values[0].len)) {
-			cm_trace_add(trace, "policy: %s is not a member of %s", acct->dn,
-				     req->v[i]);
+			break;
+		default: /* NOT_MEMBER; UNKNOWN cannot come before a miss */
+			cm_trace_add(trace, "policy: %s is not a member of %s", acct->dn, req->v[i]);
 			*detail = cm_strdup_printf("account %s is not a member of %s", acct->dn,
 						   req->v[i]);
 			reason = CM_REASON_NOT_IN_GROUP;
-		} else {
-			cm_trace_add(trace, "policy: %s is a member of %s", acct->dn, req->v[i]);
+			break;
 		}
-		cm_dir_result_free(&grp);
 	}
-	cm_dir_result_free(&user);
-	return reason;
-}
-
-struct dn_list {
-	char **v;
-	size_t n;
-};
-
-static void dn_list_free(struct dn_list *l)
-{
-	for (size_t i = 0; i < l->n; i++)
-		free(l->v[i]);
-	free(l->v);
-	l->v = NULL;
-	l->n = 0;
-}
-
-static int dn_list_add(struct dn_list *l, const char *dn)
-{
-	char **v = realloc(l->v, (l->n + 1) * sizeof(*v));
-
-	if (v == NULL)
-		return -1;
-	l->v = v;
-	if ((l->v[l->n] = strdup(dn)) == NULL)
-		return -1;
-	l->n++;
-	return 0;
-}
-
-static bool dn_list_has(const struct dn_list *l, const char *dn)
-{
-	for (size_t i = 0; i < l->n; i++)
-		if (cm_dir_dn_equal(l->v[i], dn))
-			return true;
-	return false;
-}
-
-/* "(&(objectClass=groupOfNames)(|(member=a)(member=b)…))" over dns[0..n). */
-static char *member_filter(char *const *dns, size_t n)
-{
-	size_t cap = 64, len;
-	char *f = malloc(cap), *esc = NULL;
-
-	if (f == NULL)
-		return NULL;
-	len = (size_t)snprintf(f, cap, "(&(objectClass=groupOfNames)(|");
-	for (size_t i = 0; i < n; i++) {
-		size_t need;
-
-		esc = cm_dir_escape_value(dns[i], strlen(dns[i]));
-		if (esc == NULL)
-			goto oom;
-		need = len + strlen(esc) + sizeof("(member=)))");
-		if (need > cap) {
-			char *nf = realloc(f, need);
-
-			if (nf == NULL)
-				goto oom;
-			f = nf;
-			cap = need;
-		}
-		len += (size_t)snprintf(f + len, cap - len, "(member=%s)", esc);
-		free(esc);
-		esc = NULL;
-	}
-	snprintf(f + len, cap - len, "))");
-	return f;
-oom:
-	free(esc);
-	free(f);
-	return NULL;
-}
-
-/* Tells a required group that does not exist from one the account is not in:
- * NOT_IN_GROUP (missing) or DIRECTORY_UNAVAILABLE with *detail set, ALLOWED
- * when the group exists. */
-static enum cm_reason group_missing(struct cm_dir *dir, const char *group, struct cm_trace *trace,
-				    char **detail)
-{
-	static const char *const no_attrs[] = { "1.1", NULL };
-	struct cm_dir_result res = { NULL, 0, false };
-	struct cm_err err = { "" };
-	enum cm_dir_status st;
-	size_t n;
-
-	st = cm_dir_search(dir, group, CM_DIR_SCOPE_BASE, "(objectClass=*)", no_attrs, 1, &res,
-			   trace, &err);
-	n = res.n_entries;
-	cm_dir_result_free(&res);
-	if (st == CM_DIR_UNAVAILABLE) {
-		*detail = strdup(err.msg);
-		return CM_REASON_DIRECTORY_UNAVAILABLE;
-	}
-	if (st == CM_DIR_NO_SUCH_OBJECT || n == 0) {
-		cm_trace_add(trace, "policy: required group %s does not exist", group);
-		*detail = cm_strdup_printf("required group %s does not exist", group);
-		return CM_REASON_NOT_IN_GROUP;
-	}
-	return CM_REASON_ALLOWED;
-}
-
-/* rfc4523: walk groupOfNames upward from the account, breadth first. */
-static enum cm_reason groups_rfc4523(const struct cm_config *cfg, struct cm_dir *dir,
-				     const struct cm_account *acct, struct cm_trace *trace,
-				     char **detail)
-{
-	static const char *const no_attrs[] = { "1.1", NULL };
-	const struct cm_strlist *req = &cfg->authorization.required_groups;
-	struct dn_list frontier = { NULL, 0 }, next = { NULL, 0 }, seen = { NULL, 0 };
-	enum cm_reason reason = CM_REASON_ALLOWED;
-	bool *found = calloc(req->n, sizeof(*found));
-	size_t n_found = 0, level;
-	bool capped = false;
-
-	if (found == NULL || dn_list_add(&frontier, acct->dn) != 0)
-		goto oom;
-	for (level = 0; level < CM_POLICY_MAX_DEPTH && frontier.n > 0 && n_found < req->n;
-	     level++) {
-		for (size_t off = 0; off < frontier.n; off += MEMBERS_PER_SEARCH) {
-			size_t chunk = frontier.n - off < MEMBERS_PER_SEARCH ? frontier.n - off
-									     : MEMBERS_PER_SEARCH;
-			struct cm_dir_result res = { NULL, 0, false };
-			struct cm_err err = { "" };
-			enum cm_dir_status st;
-			char *filter = member_filter(frontier.v + off, chunk);
-
-			if (filter == NULL)
-				goto oom;
-			st = cm_dir_search(dir, cfg->directory.base_dn, CM_DIR_SCOPE_SUBTREE, filter,
-					   no_attrs, 0, &res, trace, &err);
-			free(filter);
-			if (st != CM_DIR_OK) {
-				*detail = st == CM_DIR_UNAVAILABLE
-						  ? strdup(err.msg)
-						  : cm_strdup_printf("directory base DN %s does not "
-								     "exist",
-								     cfg->directory.base_dn);
-				cm_dir_result_free(&res);
-				reason = CM_REASON_DIRECTORY_UNAVAILABLE;
-				goto done;
-			}
-			if (res.truncated)
-				cm_trace_add(trace, "policy: group walk level %zu hit the size limit",
-					     level + 1);
-			for (size_t i = 0; i < res.n_entries; i++) {
-				const char *g = res.entries[i].dn;
-
-				if (dn_list_has(&seen, g))
-					continue; /* a cycle or a diamond */
-				if (seen.n >= CM_POLICY_MAX_GROUPS) {
-					capped = true;
-					break;
-				}
-				if (dn_list_add(&seen, g) != 0 || dn_list_add(&next, g) != 0) {
-					cm_dir_result_free(&res);
-					goto oom;
-				}
-				for (size_t r = 0; r < req->n; r++)
-					if (!found[r] && cm_dir_dn_equal(req->v[r], g)) {
-						found[r] = true;
-						n_found++;
-						cm_trace_add(trace,
-							     "policy: %s is a member of %s "
-							     "(nesting level %zu)",
-							     acct->dn, g, level + 1);
-					}
-			}
-			cm_dir_result_free(&res);
-		}
-		dn_list_free(&frontier);
-		frontier = next;
-		next.v = NULL;
-		next.n = 0;
-	}
-	if (capped)
-		cm_trace_add(trace, "policy: group walk stopped at %d groups", CM_POLICY_MAX_GROUPS);
-	if (n_found < req->n && frontier.n > 0 && level >= CM_POLICY_MAX_DEPTH)
-		cm_trace_add(trace, "policy: group walk stopped at %d levels", CM_POLICY_MAX_DEPTH);
-	for (size_t r = 0; r < req->n; r++) {
-		if (found[r])
-			continue;
-		reason = group_missing(dir, req->v[r], trace, detail);
-		if (reason == CM_REASON_ALLOWED) {
-			cm_trace_add(trace, "policy: %s is not a member of %s (%zu groups seen)",
-				     acct->dn, req->v[r], seen.n);
-			*detail = cm_strdup_printf("account %s is not a member of %s", acct->dn,
-						   req->v[r]);
-			reason = CM_REASON_NOT_IN_GROUP;
-		}
-		break;
-	}
-	goto done;
-oom:
-	free(*detail);
-	*detail = strdup("out of memory");
-	reason = CM_REASON_DIRECTORY_UNAVAILABLE;
 done:
-	dn_list_free(&frontier);
-	dn_list_free(&next);
-	dn_list_free(&seen);
-	free(found);
+	free(answers);
 	return reason;
 }
 
@@ -470,9 +247,7 @@ enum cm_reason cm_policy_check(const struct cm_config *cfg, struct cm_dir *dir,
 			*detail = strdup("no directory handle for the group check");
 			return CM_REASON_DIRECTORY_UNAVAILABLE;
 		}
-		r = cfg->directory.dialect == CM_DIALECT_AD
-			    ? groups_ad(cfg, dir, acct, trace, detail)
-			    : groups_rfc4523(cfg, dir, acct, trace, detail);
+		r = check_groups(cfg, dir, acct, trace, detail);
 		if (r != CM_REASON_ALLOWED)
 			return r;
 	}

@@ -1,5 +1,5 @@
 /*
- * certmapd internals shared by server/*.c (not a public API).
+ * certmapd internals shared by server/ files (not a public API).
  *
  * Threading model:
  *  - N event loops (one per CPU by default), each one thread running an
@@ -165,6 +165,8 @@ struct req {
 	enum req_state state;
 	enum req_suspend suspended;
 	unsigned calls;         /* access handler invocations */
+	bool headers_call;      /* the next call is MHD's headers-only call (again) */
+	bool suspended_in_call; /* suspend() ran during the current handler call */
 	bool error_pending;     /* answer with status.substatus once the body is read */
 	bool proxied;
 	struct timespec started_wall;
@@ -217,6 +219,8 @@ void loop_stop(struct loop *l); /* joins */
 void loop_free(struct loop *l);
 size_t loop_connections(struct loop *l);
 void loop_stop_accepting(struct loop *l);
+/* Wakes the loop from any thread (after MHD_resume_connection). */
+void loop_wake(struct loop *l);
 void loop_conn_delta(struct loop *l, int delta);
 
 /* Curl glue for proxy.c (loop thread only). */

@@ -487,6 +487,13 @@ void loop_stop_accepting(struct loop *l)
 	atomic_store(&l->accepting, false);
 }
 
+void loop_wake(struct loop *l)
+{
+	uint64_t one = 1;
+
+	(void)!write(l->wakefd, &one, sizeof(one));
+}
+
 void loop_stop(struct loop *l)
 {
 	uint64_t one = 1;

@@ -14,6 +14,8 @@ static void usage(FILE *f)
 		"\n"
 		"commands:\n"
 		"  check    decide one client certificate as certmapd would (policy test harness)\n"
+		"  publish  put user certificates on a group's members (and prune them elsewhere)\n"
+		"  audit    list shared, expired, untrusted, revoked or misplaced certificates\n"
 		"\n"
 		"Run 'certmapctl <command> --help' for the command's options.\n"
 		"  --version   print the version\n");
@@ -35,6 +37,10 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(argv[1], "check") == 0)
 		return ctl_check(argc - 1, argv + 1);
+	if (strcmp(argv[1], "publish") == 0)
+		return ctl_publish(argc - 1, argv + 1);
+	if (strcmp(argv[1], "audit") == 0)
+		return ctl_audit(argc - 1, argv + 1);
 	fprintf(stderr, "certmapctl: unknown command '%s'\n", argv[1]);
 	usage(stderr);
 	return CTL_EXIT_USAGE;

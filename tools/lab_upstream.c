@@ -43,6 +43,7 @@
 #define LAB_DEFAULT_HOLD_S 5.0
 #define LAB_DOWNLOAD_BLOCK_BYTES (64 * 1024)
 #define LAB_METHOD_MAX_BYTES 16
+#define LAB_DRAIN_MAX_MS 3000 /* at shutdown, wait this long for released held responses */
 
 static const char eas_path[] = "/Microsoft-Server-ActiveSync";
 static const char eas_versions[] = "2.5,12.0,12.1,14.0,14.1,16.0,16.1";
@@ -71,6 +72,7 @@ struct req {
 	enum phase phase;
 	double hold_s, hold_start_ms, held_ms, deadline_ms;
 	unsigned status;
+	bool draining; /* resumed by shutdown: main waits for its response to go out */
 	char method[LAB_METHOD_MAX_BYTES];
 };
 
@@ -79,6 +81,7 @@ struct lab {
 	bool quiet;
 	struct MHD_Response *bench_resp;
 	atomic_uint_fast64_t requests;
+	atomic_int draining; /* held requests released by shutdown and not yet completed */
 	pthread_mutex_t mu; /* guards everything below */
 	pthread_cond_t cv;
 	struct req **heap; /* min-heap on deadline_ms */
@@ -210,8 +213,13 @@ static void *timer_main(void *arg)
 		}
 	}
 	/* Shutting down: answer every held request now. */
-	while (lab->heap_len > 0)
-		release(lab, heap_pop(lab));
+	while (lab->heap_len > 0) {
+		struct req *r = heap_pop(lab);
+
+		r->draining = true;
+		atomic_fetch_add(&lab->draining, 1);
+		release(lab, r);
+	}
 	pthread_mutex_unlock(&lab->mu);
 	return NULL;
 }
@@ -279,6 +287,8 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
 			(unsigned long long)r->body_bytes, r->held_ms,
 			toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (aborted)");
 	}
+	if (r->draining)
+		atomic_fetch_sub(&lab->draining, 1);
 	free(r->raw_uri);
 	EVP_MD_CTX_free(r->sha);
 	json_decref(r->headers);
@@ -821,6 +831,7 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	atomic_init(&lab.requests, 0);
+	atomic_init(&lab.draining, 0);
 	pthread_mutex_init(&lab.mu, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -846,9 +857,9 @@ int main(int argc, char **argv)
 		tls_opts[2] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
 	}
 	d = MHD_start_daemon(
-		flags, 0, NULL, NULL, access_cb, &lab, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-		MHD_OPTION_URI_LOG_CALLBACK, uri_cb, &lab, MHD_OPTION_NOTIFY_COMPLETED, completed_cb,
-		&lab, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, &lab, MHD_OPTION_THREAD_POOL_SIZE,
+		flags, 0, NULL, NULL, access_cb, &lab, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, &lab,
+		MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_URI_LOG_CALLBACK, uri_cb,
+		&lab, MHD_OPTION_NOTIFY_COMPLETED, completed_cb, &lab, MHD_OPTION_THREAD_POOL_SIZE,
 		(unsigned int)threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)LAB_MAX_CONNECTIONS,
 		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)LAB_CONN_MEMORY_BYTES,
 		MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096U, MHD_OPTION_CONNECTION_TIMEOUT,
@@ -876,6 +887,15 @@ int main(int argc, char **argv)
 	pthread_cond_signal(&lab.cv);
 	pthread_mutex_unlock(&lab.mu);
 	pthread_join(timer, NULL);
+	{
+		MHD_socket lfd = MHD_quiesce_daemon(d);
+		double until = now_ms() + LAB_DRAIN_MAX_MS;
+
+		if (lfd != MHD_INVALID_SOCKET)
+			close(lfd);
+		while (atomic_load(&lab.draining) > 0 && now_ms() < until)
+			nanosleep(&(struct timespec){.tv_nsec = 10 * 1000 * 1000}, NULL);
+	}
 	MHD_stop_daemon(d);
 
 	MHD_destroy_response(lab.bench_resp);

@@ -7,6 +7,10 @@
  * Simple bind with the configured DN and password (or anonymous).
  * Referrals are never chased; every search has a size and a time limit.
  * Results are copied into plain structs (binary-safe values).
+ * Writes are value-level only (add or delete listed values of one attribute,
+ * never a replace); a write the server refuses (rights, constraints, entry
+ * gone) is that call's answer, not an outage.
+ * Every operation sent (bind, search or search page, modify) is counted.
  * Threading: a struct cm_dir serializes its operations with an internal
  * mutex; callers on many threads may share one.
  */
@@ -22,6 +26,8 @@
 
 #define CM_DIR_MAX_ENTRIES 64      /* default size limit of a search */
 #define CM_DIR_MAX_VALUE_BYTES (1024u * 1024u) /* one attribute value */
+#define CM_DIR_PAGE_ENTRIES 1000  /* default page of a paged search (AD MaxPageSize) */
+#define CM_DIR_MAX_PAGED_ENTRIES 10000000u /* default bound of a whole paged search */
 
 enum cm_dir_scope { CM_DIR_SCOPE_BASE, CM_DIR_SCOPE_ONE, CM_DIR_SCOPE_SUBTREE };
 
@@ -29,6 +35,18 @@ enum cm_dir_status {
 	CM_DIR_OK = 0,
 	CM_DIR_NO_SUCH_OBJECT = 1, /* base DN does not exist (not an outage) */
 	CM_DIR_UNAVAILABLE = -1,   /* every server failed, timed out, or erred */
+	CM_DIR_REFUSED = 2,        /* a write the server refused (rights, constraint, …):
+				    * this call failed, the directory is fine */
+};
+
+enum cm_dir_mod_op { CM_DIR_MOD_ADD, CM_DIR_MOD_DELETE };
+
+/* Operations this handle sent to servers (each page of a paged search counts
+ * as one search). */
+struct cm_dir_stats {
+	unsigned long binds;
+	unsigned long searches;
+	unsigned long modifies;
 };
 
 struct cm_dir_value {
@@ -69,6 +87,40 @@ enum cm_dir_status cm_dir_search(struct cm_dir *dir, const char *base, enum cm_d
 				 struct cm_err *err);
 void cm_dir_result_free(struct cm_dir_result *res);
 
+/* A search with the simple paged results control (RFC 2696,
+ * 1.2.840.113556.1.4.319) for scans of any size: pages of page_size entries
+ * (0 = CM_DIR_PAGE_ENTRIES), at most max_entries in all (0 =
+ * CM_DIR_MAX_PAGED_ENTRIES). Each page is one operation bounded by
+ * directory.timeout_ms. A server failure mid-way restarts the whole search on
+ * the next URI (cookies belong to one server). out->truncated when
+ * max_entries or a server size limit (e.g. slapd's size.prtotal) stopped it
+ * early: the caller must not take the result as complete. A server that
+ * ignores the control answers in one page up to its own size limit. */
+enum cm_dir_status cm_dir_search_paged(struct cm_dir *dir, const char *base,
+				       enum cm_dir_scope scope, const char *filter,
+				       const char *const *attrs, size_t page_size,
+				       size_t max_entries, struct cm_dir_result *out,
+				       struct cm_trace *trace, struct cm_err *err);
+
+/* Adds or deletes values of one attribute of dn in one LDAP modify (never a
+ * replace). CM_DIR_OK also when the change was already so: an add of a value
+ * that is present (attributeOrValueExists) or a delete of one that is absent
+ * (noSuchAttribute); *ldap_code (may be NULL) then tells which, else
+ * LDAP_SUCCESS. CM_DIR_NO_SUCH_OBJECT: dn does not exist. CM_DIR_REFUSED:
+ * the server answered with another error for this change
+ * (insufficientAccessRights, constraintViolation, unwillingToPerform,
+ * referral, …), named in err; not an outage. CM_DIR_UNAVAILABLE: no server
+ * could be asked (connect, bind, timeout, busy/unavailable on every URI). A
+ * write is retried on the next URI only when no answer came; a value-level
+ * add/delete applied twice lands as "already so". */
+enum cm_dir_status cm_dir_modify_values(struct cm_dir *dir, const char *dn, const char *attr,
+					enum cm_dir_mod_op op, const struct cm_dir_value *values,
+					size_t n_values, int *ldap_code, struct cm_trace *trace,
+					struct cm_err *err);
+
+/* Counters since cm_dir_open. */
+void cm_dir_get_stats(struct cm_dir *dir, struct cm_dir_stats *out);
+
 /* Attribute of an entry by name, case-insensitive, ignoring options such as
  * ";binary"; NULL when absent. */
 const struct cm_dir_attr *cm_dir_entry_attr(const struct cm_dir_entry *e, const char *name);
@@ -85,5 +137,10 @@ double cm_dir_take_elapsed_ms(struct cm_dir *dir);
 /* Compares two DNs as the directory would (normalized, case-insensitive
  * attribute values); true when equal. */
 bool cm_dir_dn_equal(const char *a, const char *b);
+
+/* A DN's comparison key: the normalized RFC 4514 form, ASCII-lowercased, so
+ * that two DNs are cm_dir_dn_equal exactly when their keys are strcmp-equal;
+ * malloc'd, NULL when dn does not parse. */
+char *cm_dir_dn_key(const char *dn);
 
 #endif

@@ -410,6 +410,48 @@ class SambaAD(Directory):
         self.timings["seed_s"] = time.monotonic() - t0
         return self.seed_result
 
+    def object_sid(self, name):
+        """objectSid of an account or group (a name or a DN) as 'S-1-5-21-...'."""
+        from . import sid_to_str
+        dn = name if "=" in name else self.user_dn(name)
+        entries = self.search("(objectClass=*)", ["objectSid"], base=dn, scope="base", bind="admin")
+        if not entries or "objectSid" not in entries[0][1]:
+            raise HarnessError("%s has no objectSid" % dn)
+        return sid_to_str(entries[0][1]["objectSid"][0])
+
+    def add_aces(self, aces):
+        """Adds ACEs (SDDL, e.g. "(OA;;WP;<attribute schemaIDGUID>;;<SID>)") to the DACL of
+        objects: aces is [(name or DN, sddl_ace), ...]. Works with Samba running or not (local
+        sam.ldb, one child process for all)."""
+        spec = {"smb_conf": self.smb_conf, "sam_ldb": self.sam_ldb,
+                "aces": [[n if "=" in n else self.user_dn(n), ace] for n, ace in aces]}
+        self._run_worker("aces", spec)
+
+    def add_users(self, names, group=None, certs=None, timeout=600):
+        """Adds person accounts in bulk (one transaction on the local sam.ldb: 10,000 in
+        seconds): sAMAccountName = cn = name, userPrincipalName and mail name@lab.test, no
+        password (PASSWD_NOTREQD). certs: {name: [DER bytes or cert file, ...]}. group: a
+        group name; created (global security) when missing; the accounts become direct
+        members. Returns the DNs."""
+        certs = certs or {}
+        spec = {"smb_conf": self.smb_conf, "sam_ldb": self.sam_ldb, "realm": self.realm,
+                "group": group, "group_type": GROUP_TYPE_GLOBAL_SECURITY,
+                "users": [{"name": n, "certs": [base64.b64encode(cert_der(c, self.pki_dir)).decode()
+                                                for c in certs.get(n, [])]} for n in names]}
+        return self._run_worker("users", spec, timeout=timeout)["dns"]
+
+    def _run_worker(self, command, spec, timeout=120):
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent) + (
+            os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        r = subprocess.run([samba_python(), "-m", "harness", "_samba_worker", command],
+                           input=json.dumps(spec).encode(), capture_output=True, env=env,
+                           timeout=timeout)
+        if r.returncode != 0:
+            raise HarnessError("samba worker %s failed:\n%s"
+                               % (command, r.stderr.decode("utf-8", "replace")))
+        return json.loads(r.stdout.decode().strip().splitlines()[-1])
+
     def info(self):
         d = super().info()
         d.update({"realm": self.realm, "netbios_domain": self.netbios_domain,
@@ -555,11 +597,72 @@ def _worker_seed(spec):
     return result
 
 
+def _worker_aces(spec):
+    from samba.auth import system_session
+    from samba.param import LoadParm
+    from samba.samdb import SamDB
+    from samba.sd_utils import SDUtils
+
+    lp = LoadParm()
+    lp.load(spec["smb_conf"])
+    db = SamDB(url=spec["sam_ldb"], session_info=system_session(), lp=lp)
+    sd = SDUtils(db)
+    for dn, ace in spec["aces"]:
+        sd.dacl_add_ace(dn, ace)
+    return {"aces": len(spec["aces"])}
+
+
+def _worker_users(spec):
+    import ldb
+    from samba.auth import system_session
+    from samba.param import LoadParm
+    from samba.samdb import SamDB
+
+    lp = LoadParm()
+    lp.load(spec["smb_conf"])
+    db = SamDB(url=spec["sam_ldb"], session_info=system_session(), lp=lp)
+    base = str(db.domain_dn())
+    realm = spec["realm"].lower()
+
+    def dn_of(name):
+        return "CN=%s,CN=Users,%s" % (_rdn_escape(name), base)
+
+    dns = []
+    db.transaction_start()
+    try:
+        for u in spec["users"]:
+            msg = {"dn": dn_of(u["name"]), "objectClass": "user", "sAMAccountName": u["name"],
+                   "userPrincipalName": "%s@%s" % (u["name"], realm),
+                   "mail": "%s@%s" % (u["name"], realm),
+                   "userAccountControl": str(0x10220)}  # normal, no password needed, never expires
+            if u["certs"]:
+                msg["userCertificate"] = [base64.b64decode(c) for c in u["certs"]]
+            db.add(msg)
+            dns.append(msg["dn"])
+        if spec.get("group"):
+            gdn = dn_of(spec["group"])
+            if not db.search(base, scope=ldb.SCOPE_SUBTREE,
+                             expression="(&(objectClass=group)(sAMAccountName=%s))"
+                             % ldb.binary_encode(spec["group"]), attrs=["cn"]):
+                db.add({"dn": gdn, "objectClass": "group", "sAMAccountName": spec["group"],
+                        "groupType": str(spec["group_type"])})
+            for i in range(0, len(dns), 1000):
+                m = ldb.Message(ldb.Dn(db, gdn))
+                m["member"] = ldb.MessageElement(dns[i:i + 1000], ldb.FLAG_MOD_ADD, "member")
+                db.modify(m)
+        db.transaction_commit()
+    except BaseException:
+        db.transaction_cancel()
+        raise
+    return {"dns": dns}
+
+
 def _worker_main(argv):
-    if argv[:1] != ["seed"]:
-        sys.stderr.write("usage: python3 -m harness _samba_worker seed < spec.json\n")
+    workers = {"seed": _worker_seed, "aces": _worker_aces, "users": _worker_users}
+    if argv[:1] not in [[k] for k in workers]:
+        sys.stderr.write("usage: python3 -m harness _samba_worker seed|aces|users < spec.json\n")
         return 2
     spec = json.loads(sys.stdin.read())
-    result = _worker_seed(spec)
+    result = workers[argv[0]](spec)
     sys.stdout.write(json.dumps(result) + "\n")
     return 0

@@ -52,8 +52,12 @@ class Slapd(Directory):
     user_password = USER_PASSWORD
 
     def __init__(self, workdir=None, pki_dir=None, accounts_json=None, port=None, ldaps_port=None,
-                 start_timeout=15, slapd_binary=None):
+                 start_timeout=15, slapd_binary=None, extra_db_config=""):
+        """extra_db_config: slapd.conf lines for the database section, placed before the
+        default access rules (so its ``access to`` lines take precedence, and ``limits``
+        lines apply), e.g. write rights or size limits for the bind account."""
         super().__init__(workdir, pki_dir, accounts_json)
+        self.extra_db_config = extra_db_config
         self.base_dn = "dc=lab,dc=test"
         self.start_timeout = start_timeout
         self.slapd_binary = slapd_binary or shutil.which("slapd") or "/usr/sbin/slapd"
@@ -125,6 +129,7 @@ memberof-member-ad member
 memberof-memberof-ad memberOf
 memberof-refint TRUE
 
+{extra}
 access to dn.base=""
     by * read
 access to dn.base="cn=Subschema"
@@ -139,7 +144,8 @@ access to *
     by self read
     by * none
 """.format(schema=SCHEMA_DIR, modules=MODULE_DIR, w=w, tls=tls, base=self.base_dn,
-           admin=self.admin_dn, rootpw=ssha(self.admin_password), svc=svc)
+           admin=self.admin_dn, rootpw=ssha(self.admin_password), svc=svc,
+           extra=self.extra_db_config.strip("\n") + "\n" if self.extra_db_config else "")
         Path(self.conf).write_text(conf)
         os.chmod(self.conf, 0o600)
 
@@ -278,6 +284,47 @@ access to *
         write_secret(self.bind_password_file, bind_password)
         self.seeded = True
         self.timings["seed_s"] = time.monotonic() - t0
+
+    def add_users(self, names, group=None, certs=None, timeout=600):
+        """Adds inetOrgPerson accounts in bulk (one ldapadd as the rootdn): uid = cn = sn =
+        name, mail name@lab.test, no password. certs: {name: [DER bytes or cert file, ...]}.
+        group: a groupOfNames name under ou=groups; created when missing; the accounts become
+        direct members. Returns the DNs."""
+        certs = certs or {}
+        out, dns = [], []
+        for n in names:
+            dn = self.user_dn(n)
+            text = ldif_attr("dn", dn)
+            for oc in ("top", "person", "organizationalPerson", "inetOrgPerson"):
+                text += ldif_attr("objectClass", oc)
+            for attr in ("uid", "cn", "sn"):
+                text += ldif_attr(attr, n)
+            text += ldif_attr("mail", "%s@lab.test" % n)
+            for c in certs.get(n, []):
+                text += ldif_attr("userCertificate;binary", cert_der(c, self.pki_dir))
+            out.append(text)
+            dns.append(dn)
+        self._ldap_tool("ldapadd", [], "admin", uri=self.admin_uri,
+                        input_data="\n".join(out).encode("utf-8"), timeout=timeout)
+        if group:
+            gdn = self.group_dn(group)
+            if not self._exists(gdn):
+                text = ldif_attr("dn", gdn) + ldif_attr("objectClass", "top") + \
+                    ldif_attr("objectClass", "groupOfNames") + ldif_attr("cn", group)
+                text += "".join(ldif_attr("member", d) for d in dns)
+                self._ldap_tool("ldapadd", [], "admin", uri=self.admin_uri,
+                                input_data=text.encode("utf-8"), timeout=timeout)
+            else:
+                text = "dn: %s\nchangetype: modify\nadd: member\n" % gdn
+                text += "".join(ldif_attr("member", d) for d in dns) + "-\n"
+                self.ldapmodify(text)
+        return dns
+
+    def _exists(self, dn):
+        try:
+            return bool(self.search("(objectClass=*)", ["1.1"], base=dn, scope="base", bind="admin"))
+        except HarnessError:
+            return False
 
     def info(self):
         d = super().info()

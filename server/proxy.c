@@ -1,0 +1,443 @@
+/*
+ * proxy — the upstream side of a request (libcurl easy handle on the loop's
+ * multi handle). Bodies stream both ways through one bounded buffer per
+ * direction (CMD_BUF_BYTES) with backpressure:
+ *   client → upstream: MHD hands body bytes to the access handler, which
+ *     copies what fits and suspends the connection when the buffer is full;
+ *     curl's read callback drains it, resumes the connection, and pauses
+ *     itself (CURL_READFUNC_PAUSE) when the buffer is empty.
+ *   upstream → client: curl's write callback copies into the buffer or
+ *     pauses the transfer (CURL_WRITEFUNC_PAUSE) when it is full; MHD's
+ *     content reader drains it, unpauses curl, and suspends the connection
+ *     when nothing is there yet.
+ * Everything here runs on the request's loop thread.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/evp.h>
+
+#include "certmap/http.h"
+#include "certmapd.h"
+
+static size_t buf_pending(const struct buf *b)
+{
+	return b->end - b->start;
+}
+
+static int buf_ensure(struct buf *b)
+{
+	if (b->data == NULL)
+		b->data = malloc(CMD_BUF_BYTES);
+	return b->data != NULL ? 0 : -1;
+}
+
+/* Room at the end after compacting. */
+static size_t buf_room(struct buf *b)
+{
+	if (b->start > 0 && b->start == b->end)
+		b->start = b->end = 0;
+	if (CMD_BUF_BYTES - b->end < CMD_BUF_BYTES / 4 && b->start > 0) {
+		memmove(b->data, b->data + b->start, b->end - b->start);
+		b->end -= b->start;
+		b->start = 0;
+	}
+	return CMD_BUF_BYTES - b->end;
+}
+
+/* ---- curl callbacks ---- */
+
+static size_t on_read(char *out, size_t size, size_t nitems, void *userp)
+{
+	struct req *r = userp;
+	size_t max = size * nitems, n = buf_pending(&r->up);
+
+	if (n == 0) {
+		if (r->upload_done || r->client_gone) {
+			r->upload_eof_sent = true;
+			return 0;
+		}
+		r->curl_read_paused = true;
+		return CURL_READFUNC_PAUSE;
+	}
+	if (n > max)
+		n = max;
+	memcpy(out, r->up.data + r->up.start, n);
+	r->up.start += n;
+	r->bytes_up += n;
+	if (r->suspended == SUSP_UPLOAD_FULL)
+		front_resume(r, SUSP_UPLOAD_FULL);
+	return n;
+}
+
+static void add_header(struct req *r, const char *line, size_t len)
+{
+	const char *colon = memchr(line, ':', len);
+	struct hdr *h;
+	const char *v, *end = line + len;
+
+	if (colon == NULL || colon == line)
+		return;
+	v = colon + 1;
+	while (v < end && (*v == ' ' || *v == '\t'))
+		v++;
+	while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
+		end--;
+	h = calloc(1, sizeof(*h));
+	if (h == NULL)
+		return;
+	h->name = strndup(line, (size_t)(colon - line));
+	h->value = strndup(v, (size_t)(end - v));
+	if (h->name == NULL || h->value == NULL || !cm_http_valid_header_name(h->name)) {
+		free(h->name);
+		free(h->value);
+		free(h);
+		return;
+	}
+	if (strcasecmp(h->name, "Content-Length") == 0) {
+		char *e = NULL;
+		long long cl = strtoll(h->value, &e, 10);
+
+		if (e != h->value && *e == '\0' && cl >= 0)
+			r->resp_length = cl;
+	}
+	*r->resp_tail = h;
+	r->resp_tail = &h->next;
+}
+
+static void clear_headers(struct req *r)
+{
+	while (r->resp_headers != NULL) {
+		struct hdr *h = r->resp_headers;
+
+		r->resp_headers = h->next;
+		free(h->name);
+		free(h->value);
+		free(h);
+	}
+	r->resp_tail = &r->resp_headers;
+	r->resp_length = -1;
+}
+
+static size_t on_header(char *data, size_t size, size_t nitems, void *userp)
+{
+	struct req *r = userp;
+	size_t len = size * nitems, l = len;
+
+	r->resp_head_bytes += len;
+	if (r->resp_head_bytes > CMD_MAX_UPSTREAM_HEAD_BYTES)
+		return 0; /* aborts the transfer: 502 */
+	while (l > 0 && (data[l - 1] == '\n' || data[l - 1] == '\r'))
+		l--;
+	if (len >= 5 && memcmp(data, "HTTP/", 5) == 0) {
+		const char *sp = memchr(data, ' ', len);
+
+		clear_headers(r);
+		r->up_status = sp ? atoi(sp + 1) : 0;
+		return len;
+	}
+	if (l == 0) { /* end of a header block */
+		if (r->up_status >= 200 && r->up_status <= 999) {
+			r->head_done = true;
+			if (r->suspended == SUSP_WAIT_HEADERS)
+				front_resume(r, SUSP_WAIT_HEADERS);
+		} else {
+			clear_headers(r); /* 1xx interim answer */
+			r->resp_head_bytes = 0;
+		}
+		return len;
+	}
+	add_header(r, data, l);
+	return len;
+}
+
+static size_t on_write(char *data, size_t size, size_t nmemb, void *userp)
+{
+	struct req *r = userp;
+	size_t len = size * nmemb;
+
+	if (r->client_gone)
+		return 0;
+	if (buf_ensure(&r->down) != 0)
+		return 0;
+	if (buf_room(&r->down) < len) {
+		r->curl_write_paused = true;
+		return CURL_WRITEFUNC_PAUSE;
+	}
+	memcpy(r->down.data + r->down.end, data, len);
+	r->down.end += len;
+	if (r->suspended == SUSP_WAIT_BODY)
+		front_resume(r, SUSP_WAIT_BODY);
+	return len;
+}
+
+/* ---- MHD content reader ---- */
+
+ssize_t proxy_read_response(void *cls, uint64_t pos, char *out, size_t max)
+{
+	struct req *r = cls;
+	size_t n = buf_pending(&r->down);
+
+	(void)pos;
+	if (n > 0) {
+		if (n > max)
+			n = max;
+		memcpy(out, r->down.data + r->down.start, n);
+		r->down.start += n;
+		r->bytes_down += n;
+		if (r->curl_write_paused && r->easy != NULL) {
+			r->curl_write_paused = false;
+			curl_easy_pause(r->easy, CURLPAUSE_CONT); /* may call on_write */
+		}
+		return (ssize_t)n;
+	}
+	if (r->client_gone)
+		return MHD_CONTENT_READER_END_WITH_ERROR;
+	if (r->upstream_done)
+		return r->upstream_result == CURLE_OK ? MHD_CONTENT_READER_END_OF_STREAM
+						      : MHD_CONTENT_READER_END_WITH_ERROR;
+	r->suspended = SUSP_WAIT_BODY;
+	MHD_suspend_connection(r->mhd);
+	loop_watch_hangup(r->loop, r, true);
+	return 0;
+}
+
+/* ---- request body ---- */
+
+size_t proxy_feed_upload(struct req *r, const char *data, size_t len)
+{
+	size_t room;
+
+	if (buf_ensure(&r->up) != 0)
+		return 0;
+	room = buf_room(&r->up);
+	if (len > room)
+		len = room;
+	memcpy(r->up.data + r->up.end, data, len);
+	r->up.end += len;
+	if (len > 0 && r->curl_read_paused && r->easy != NULL) {
+		r->curl_read_paused = false;
+		curl_easy_pause(r->easy, CURLPAUSE_CONT);
+	}
+	return len;
+}
+
+void proxy_upload_complete(struct req *r)
+{
+	r->upload_done = true;
+	if (r->curl_read_paused && r->easy != NULL) {
+		r->curl_read_paused = false;
+		curl_easy_pause(r->easy, CURLPAUSE_CONT);
+	}
+}
+
+/* ---- transfer lifecycle ---- */
+
+static void release_easy(struct req *r)
+{
+	if (r->easy != NULL) {
+		curl_multi_remove_handle(loop_multi(r->loop), r->easy);
+		curl_easy_cleanup(r->easy);
+		r->easy = NULL;
+	}
+	curl_slist_free_all(r->up_headers);
+	r->up_headers = NULL;
+}
+
+void proxy_transfer_done(struct req *r, CURLcode result)
+{
+	release_easy(r);
+	r->upstream_done = true;
+	r->upstream_result = result;
+	if (result != CURLE_OK && !r->client_gone)
+		logmsg("info", "request %s: upstream: %s", r->id, curl_easy_strerror(result));
+	if (r->suspended == SUSP_WAIT_HEADERS || r->suspended == SUSP_WAIT_BODY ||
+	    r->suspended == SUSP_UPLOAD_FULL) {
+		loop_watch_hangup(r->loop, r, false);
+		front_resume(r, r->suspended);
+	}
+}
+
+void proxy_abort(struct req *r)
+{
+	if (r->easy == NULL)
+		return;
+	release_easy(r);
+	r->upstream_done = true;
+	r->upstream_result = CURLE_ABORTED_BY_CALLBACK;
+}
+
+/* ---- building the upstream request ---- */
+
+struct hdr_ctx {
+	struct req *r;
+	const char *connection;
+	bool keep_authorization;
+	bool failed;
+};
+
+static bool append(struct curl_slist **list, const char *name, const char *value)
+{
+	char *line = cm_strdup_printf("%s: %s", name, value);
+	struct curl_slist *n;
+
+	if (line == NULL)
+		return false;
+	/* CR/LF cannot come from MHD's parser; strip any from our own values. */
+	for (char *p = line; *p; p++)
+		if (*p == '\r' || *p == '\n')
+			*p = ' ';
+	n = curl_slist_append(*list, line);
+	free(line);
+	if (n == NULL)
+		return false;
+	*list = n;
+	return true;
+}
+
+static enum MHD_Result copy_header(void *cls, enum MHD_ValueKind kind, const char *key,
+				   const char *value)
+{
+	struct hdr_ctx *hc = cls;
+
+	(void)kind;
+	if (cm_http_is_hop_header(key) || cm_http_is_identity_header(key) ||
+	    strchr(key, '_') != NULL || strcasecmp(key, "Host") == 0 ||
+	    strcasecmp(key, "Content-Length") == 0 || strcasecmp(key, "Expect") == 0 ||
+	    strncasecmp(key, "X-Forwarded-", 12) == 0 ||
+	    (hc->connection != NULL && cm_http_connection_lists(hc->connection, key)))
+		return MHD_YES;
+	if (strcasecmp(key, "Authorization") == 0 && !hc->keep_authorization)
+		return MHD_YES;
+	if (!append(&hc->r->up_headers, key, value ? value : "")) {
+		hc->failed = true;
+		return MHD_NO;
+	}
+	return MHD_YES;
+}
+
+static char *b64(const unsigned char *der, size_t len)
+{
+	size_t out_len = 4 * ((len + 2) / 3) + 1;
+	char *out = malloc(out_len);
+
+	if (out == NULL)
+		return NULL;
+	EVP_EncodeBlock((unsigned char *)out, der, (int)len);
+	return out;
+}
+
+static int build_headers(struct req *r)
+{
+	const struct cm_config *cfg = r->gen->cfg;
+	bool allowed = r->verdict != NULL && r->verdict->reason == CM_REASON_ALLOWED;
+	struct hdr_ctx hc = {
+		.r = r,
+		.connection = MHD_lookup_connection_value(r->mhd, MHD_HEADER_KIND, "Connection"),
+		/* basic: the client's Basic credentials go on (Exchange checks
+		 * them); headers: certmapd's identity replaces them. */
+		.keep_authorization = cfg->upstream.identity == CM_IDENTITY_BASIC,
+	};
+	const char *host = MHD_lookup_connection_value(r->mhd, MHD_HEADER_KIND, "Host");
+
+	MHD_get_connection_values(r->mhd, MHD_HEADER_KIND, copy_header, &hc);
+	if (hc.failed)
+		return -1;
+	if (!append(&r->up_headers, "X-Forwarded-For", r->conn->client_ip) ||
+	    !append(&r->up_headers, "X-Forwarded-Proto", "https") ||
+	    (host != NULL && !append(&r->up_headers, "X-Forwarded-Host", host)) ||
+	    !append(&r->up_headers, "Expect", "") /* no 100-continue stalls */)
+		return -1;
+	if (cfg->upstream.identity == CM_IDENTITY_HEADERS && allowed) {
+		const struct cm_verdict *v = r->verdict;
+		char *cert = b64(r->conn->chain_der[0], r->conn->chain_len[0]);
+		char *wrapped = cert ? cm_strdup_printf(":%s:", cert) : NULL;
+		bool ok = wrapped != NULL;
+
+		if (ok && v->logon_name)
+			ok = append(&r->up_headers, "X-Certmap-User", v->logon_name);
+		if (ok && v->user_upn)
+			ok = append(&r->up_headers, "X-Certmap-UPN", v->user_upn);
+		if (ok && v->user_dn)
+			ok = append(&r->up_headers, "X-Certmap-DN", v->user_dn);
+		if (ok)
+			ok = append(&r->up_headers, "Client-Cert", wrapped);
+		free(cert);
+		free(wrapped);
+		if (!ok)
+			return -1;
+	}
+	return 0;
+}
+
+int proxy_start(struct req *r)
+{
+	const struct cm_config *cfg = r->gen->cfg;
+	const char *cl = MHD_lookup_connection_value(r->mhd, MHD_HEADER_KIND, "Content-Length");
+	const char *te = MHD_lookup_connection_value(r->mhd, MHD_HEADER_KIND, "Transfer-Encoding");
+	size_t base_len = strlen(cfg->upstream.url);
+	char *url;
+	CURL *e;
+
+	while (base_len > 0 && cfg->upstream.url[base_len - 1] == '/')
+		base_len--;
+	url = cm_strdup_printf("%.*s%s%s%s", (int)base_len, cfg->upstream.url, r->path,
+			       r->query ? "?" : "", r->query ? r->query : "");
+	if (url == NULL)
+		return -1;
+	e = curl_easy_init();
+	if (e == NULL || build_headers(r) != 0) {
+		free(url);
+		if (e)
+			curl_easy_cleanup(e);
+		curl_slist_free_all(r->up_headers);
+		r->up_headers = NULL;
+		return -1;
+	}
+	r->easy = e;
+	curl_easy_setopt(e, CURLOPT_URL, url);
+	free(url);
+	curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)r);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+	curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
+	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT, cfg->upstream.timeout_s);
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	if (cfg->upstream.ca_file)
+		curl_easy_setopt(e, CURLOPT_CAINFO, cfg->upstream.ca_file);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, cfg->upstream.verify ? 1L : 0L);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, cfg->upstream.verify ? 2L : 0L);
+	curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
+	if (strcmp(r->method, "HEAD") == 0)
+		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+	if (cl != NULL || (te != NULL && strcasecmp(te, "identity") != 0)) {
+		long long len = -1;
+
+		if (cl != NULL) {
+			char *end = NULL;
+
+			len = strtoll(cl, &end, 10);
+			if (end == cl || *end != '\0' || len < 0)
+				len = -1;
+		}
+		r->has_body = true;
+		curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+		curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)len);
+		curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
+		curl_easy_setopt(e, CURLOPT_READDATA, r);
+	}
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->up_headers);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+	if (curl_multi_add_handle(loop_multi(r->loop), e) != CURLM_OK) {
+		release_easy(r);
+		return -1;
+	}
+	return 0;
+}
