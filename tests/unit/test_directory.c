@@ -282,3 +282,73 @@ Test(search, every_server_failing_is_unavailable_and_bounded, .timeout = 20)
 	cm_dir_free(dir);
 	close(silent);
 }
+
+Test(dn, key_is_equality_as_strcmp)
+{
+	char *a = cm_dir_dn_key("CN=Alice Smith, OU=Sales ,DC=LAB,DC=test");
+	char *b = cm_dir_dn_key("cn=alice smith,ou=sales,dc=lab,dc=test");
+	char *c = cm_dir_dn_key("cn=alice smith,ou=sales,dc=lab");
+
+	cr_assert_not_null(a);
+	cr_assert_not_null(b);
+	cr_assert_str_eq(a, b);
+	cr_assert_str_neq(a, c);
+	cr_assert(cm_dir_dn_equal("CN=Alice Smith, OU=Sales ,DC=LAB,DC=test",
+				  "cn=alice smith,ou=sales,dc=lab,dc=test"));
+	cr_assert_null(cm_dir_dn_key("not a dn"));
+	cr_assert_null(cm_dir_dn_key(NULL));
+	free(a);
+	free(b);
+	free(c);
+}
+
+/* Paged searches and modifies fail over and give up like searches, and a
+ * write that could not be sent is no modify in the counters. */
+Test(modify, paged_and_modify_unavailable_bounded_and_counted, .timeout = 20)
+{
+	char u0[64], u1[64];
+	char *uris[2] = { u0, u1 };
+	struct cm_config cfg;
+	struct cm_dir *dir = NULL;
+	struct cm_dir_result res;
+	struct cm_dir_stats st;
+	struct cm_trace trace = { NULL, 0, 0 };
+	struct cm_err err = { "" };
+	static const char *const attrs[] = { "uid", NULL };
+	struct cm_dir_value v = { (unsigned char *)"\x30\x03\x02\x01\x01", 5 };
+	int silent_port, silent = silent_listener(&silent_port), code = 0;
+	double t0;
+
+	snprintf(u0, sizeof(u0), "ldap://127.0.0.1:%d", closed_port());
+	snprintf(u1, sizeof(u1), "ldap://127.0.0.1:%d", silent_port);
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.directory.uris.v = uris;
+	cfg.directory.uris.n = 2;
+	cfg.directory.base_dn = "dc=lab,dc=test";
+	cfg.directory.timeout_ms = 300;
+	cr_assert_eq(cm_dir_open(&cfg, &dir, &err), 0, "%s", err.msg);
+
+	t0 = cm_now_ms();
+	cr_assert_eq(cm_dir_search_paged(dir, "dc=lab,dc=test", CM_DIR_SCOPE_SUBTREE,
+					 "(objectClass=*)", attrs, 0, 0, &res, &trace, &err),
+		     CM_DIR_UNAVAILABLE);
+	cr_assert_eq(res.n_entries, 0);
+	cr_assert_not_null(strstr(err.msg, u0), "%s", err.msg);
+	cr_assert_not_null(strstr(err.msg, u1), "%s", err.msg);
+	cr_assert_eq(cm_dir_modify_values(dir, "uid=alice,dc=lab,dc=test", "userCertificate;binary",
+					  CM_DIR_MOD_ADD, &v, 1, &code, &trace, &err),
+		     CM_DIR_UNAVAILABLE);
+	cr_assert(cm_now_ms() - t0 < 5000.0, "bounded by timeout_ms");
+	cr_assert_not_null(strstr(err.msg, "directory unavailable"), "%s", err.msg);
+	cr_assert_eq(cm_dir_modify_values(dir, "uid=alice,dc=lab,dc=test", "userCertificate", CM_DIR_MOD_DELETE,
+					  &v, 0, &code, &trace, &err),
+		     CM_DIR_UNAVAILABLE, "no value: refused before any network");
+	cm_dir_get_stats(dir, &st);
+	cr_assert_eq(st.modifies, 0);
+	cr_assert_eq(st.searches, 0);
+	for (size_t i = 0; i < trace.n; i++)
+		cr_assert_eq(strncmp(trace.lines[i], "ldap: ", 6), 0, "%s", trace.lines[i]);
+	cm_trace_free(&trace);
+	cm_dir_free(dir);
+	close(silent);
+}
