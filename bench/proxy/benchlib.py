@@ -108,7 +108,8 @@ METRICS = [
     ("resumptions_per_s", "resume", lambda r: r["loadgen"]["handshakes"]["resumed_per_s"], "/s", True),
     ("resumption_rate", "resume", lambda r: r["loadgen"]["handshakes"]["resumption_rate"], "", True),
     ("idle_kib_per_conn", "idle", lambda r: r["kib_per_conn"], "KiB", False),
-    ("upload_peak_rss_kib", "upload", lambda r: r["peak_rss_delta_kib"], "KiB", False),
+    ("upload_peak_rss_kib", "upload", lambda r: r["peak_rss_kib"], "KiB", False),
+    ("upload_rss_growth_kib", "upload", lambda r: r["peak_rss_delta_kib"], "KiB", False),
     ("upload_mib_per_s", "upload", lambda r: r["loadgen"]["upload"]["mib_per_s"], "MiB/s", True),
 ]
 
@@ -159,18 +160,19 @@ def cmd_summarize(a):
         json.dump(result, f, indent=1, sort_keys=True)
         f.write("\n")
 
-    cols = proxies + (["certmapd/nginx"] if "certmapd" in proxies and "nginx" in proxies else [])
-    print(f"{'metric':<24}" + "".join(f"{c:>16}" for c in cols))
+    both = "certmapd" in proxies and "nginx" in proxies
+    cols = proxies + (["certmapd/nginx"] if both else [])
+    print(f"{'metric (median)':<24}" + "".join(f"{c:>16}" for c in cols) + "  better")
     for name, _test, _get, unit, hib in METRICS:
         per = result["metrics"][name]
         row = f"{name:<24}"
         for p in proxies:
             v = per.get(p, {}).get("median")
             row += f"{'-' if v is None else num(v) + (' ' + unit if unit else ''):>16}"
-        if len(cols) > len(proxies):
+        if both:
             ratio = result["ratios_certmapd_over_nginx"].get(name)
-            row += f"{'-' if ratio is None else format(ratio, '.3f') + (' ' if hib else ' (lower=better)'):>16}"
-        print(row)
+            row += f"{'-' if ratio is None else format(ratio, '.3f'):>16}"
+        print(row + ("  higher" if hib else "  lower"))
     if errors:
         print(f"loadgen errors: {json.dumps(errors, sort_keys=True)}")
     print(f"results: {a.out}")
