@@ -1041,6 +1041,9 @@ static void build_ctx(void)
 	SSL_CTX_set_min_proto_version(cfg.ctx, cfg.tls_min);
 	SSL_CTX_set_max_proto_version(cfg.ctx, cfg.tls_max);
 	SSL_CTX_set_mode(cfg.ctx, SSL_MODE_ENABLE_PARTIAL_WRITE);
+	/* a close without close_notify ends an EOF-delimited body; the parser still catches
+	 * a truncated length-delimited or chunked one */
+	SSL_CTX_set_options(cfg.ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
 	if (SSL_CTX_load_verify_locations(cfg.ctx, cfg.ca, NULL) != 1)
 		fatal("--ca %s: %s", cfg.ca, ssl_err_text());
 	SSL_CTX_set_verify(cfg.ctx, SSL_VERIFY_PEER, NULL);
@@ -1525,12 +1528,14 @@ int main(int argc, char **argv)
 	for (unsigned i = 0; i < cfg.threads; i++)
 		pthread_join(ws[i].thread, NULL);
 	if (!by_deadline) {
-		double last = t_start;
+		/* finished early: the rates cover the time until the last response, if any */
+		double last = 0;
 
 		for (unsigned i = 0; i < cfg.threads; i++)
 			if (ws[i].st.last_done > last)
 				last = ws[i].st.last_done;
-		t_end = last;
+		if (last > t_start)
+			t_end = last;
 	}
 	report(ws, t_end - t_start, by_deadline);
 

@@ -770,7 +770,8 @@ static const char *const cache_keys[] = {"ttl_s", "negative_ttl_s", "max_entries
 static const char *const logging_keys[] = {"access_log", "audit_log", NULL};
 static const char *const server_keys[] = {"threads", "decision_threads", "max_connections",
 					  "connection_memory_bytes", "client_timeout_s",
-					  "handshake_timeout_s", "shutdown_timeout_s",
+					  "handshake_timeout_s", "request_header_timeout_s",
+					  "shutdown_timeout_s",
 					  "max_request_head_bytes", "tls_session_tickets",
 					  "tls_ticket_key_file", NULL};
 
@@ -1248,6 +1249,8 @@ static void parse_server(struct loader *ld, json_t *root)
 		cfg->server.client_timeout_s = (int)x;
 	if (key_int(ld, o, path, "handshake_timeout_s", 0, 1, 600, &x) == 1)
 		cfg->server.handshake_timeout_s = (int)x;
+	if (key_int(ld, o, path, "request_header_timeout_s", 0, 1, 3600, &x) == 1)
+		cfg->server.request_header_timeout_s = (int)x;
 	if (key_int(ld, o, path, "shutdown_timeout_s", 0, 0, 86400, &x) == 1)
 		cfg->server.shutdown_timeout_s = (int)x;
 	if (key_int(ld, o, path, "max_request_head_bytes", 0, 1024, 1048576, &x) == 1)
@@ -1285,6 +1288,7 @@ static int set_defaults(struct cm_config *cfg, const char *file)
 	cfg->server.connection_memory_bytes = 16384;
 	cfg->server.client_timeout_s = 10800;
 	cfg->server.handshake_timeout_s = 10;
+	cfg->server.request_header_timeout_s = 30;
 	cfg->server.shutdown_timeout_s = 30;
 	cfg->server.max_request_head_bytes = 16384;
 	cfg->server.tls_session_tickets = true;

@@ -489,6 +489,11 @@ static enum MHD_Result start_request(struct req *r, const char *method, const ch
 	r->method = method;
 	r->version = version;
 	r->gen = g = server_gen(r->srv);
+	/* The head is in: from now on the long idle timeout applies (EAS holds
+	 * requests for up to 59 minutes); before, a slow sender had
+	 * server.request_header_timeout_s for handshake and head. */
+	MHD_set_connection_option(r->mhd, MHD_CONNECTION_OPTION_TIMEOUT,
+				  (unsigned int)g->cfg->server.client_timeout_s);
 	if (r->conn == NULL || r->raw_target == NULL)
 		return answer(r, 500, 0, upload_data_size);
 	q = strchr(r->raw_target, '?');
@@ -719,7 +724,7 @@ struct MHD_Daemon *front_daemon_new(struct front_ctx *ctx, char **error)
 		"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:%SERVER_PRECEDENCE",
 		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->server.connection_memory_bytes,
 		MHD_OPTION_CONNECTION_LIMIT, per_loop, MHD_OPTION_CONNECTION_TIMEOUT,
-		(unsigned int)cfg->server.client_timeout_s, MHD_OPTION_NOTIFY_CONNECTION,
+		(unsigned int)cfg->server.request_header_timeout_s, MHD_OPTION_NOTIFY_CONNECTION,
 		notify_connection, ctx, MHD_OPTION_NOTIFY_COMPLETED, request_completed, ctx,
 		MHD_OPTION_URI_LOG_CALLBACK, uri_log, ctx, MHD_OPTION_END);
 	gen_unref(g);

@@ -133,6 +133,7 @@ struct cm_config {
 		int connection_memory_bytes; /* per-connection buffer (request head); default 16384 */
 		int client_timeout_s;     /* idle client connection; default 10800 */
 		int handshake_timeout_s;  /* TCP accept to first TLS byte; default 10 */
+		int request_header_timeout_s; /* TLS handshake + first request head; default 30 */
 		int shutdown_timeout_s;   /* SIGTERM drain deadline; default 30 */
 		int max_request_head_bytes; /* 431 above; default 16384 */
 		bool tls_session_tickets; /* default true */
