@@ -728,7 +728,7 @@ static char *rdn_filter(const char *dn)
 
 		if ((ava->la_flags & LDAP_AVA_BINARY) != 0)
 			goto fail;
-		attr = strndup(ava->la_attr.bv_val, ava->la_attr.bv_len);
+		attr = cm_memdup_str(ava->la_attr.bv_val, ava->la_attr.bv_len);
 		if (attr == NULL)
 			goto fail;
 		t = term(attr, ava->la_value.bv_val, ava->la_value.bv_len);

@@ -167,6 +167,17 @@ char *cm_path_resolve(const char *base_dir, const char *path)
 	return cm_strdup_printf("%s/%s", base_dir, path);
 }
 
+char *cm_memdup_str(const void *data, size_t len)
+{
+	char *s = malloc(len + 1);
+
+	if (s == NULL)
+		return NULL;
+	memcpy(s, data, len);
+	s[len] = '\0';
+	return s;
+}
+
 char *cm_strdup_printf(const char *fmt, ...)
 {
 	va_list ap;

@@ -58,7 +58,7 @@ char *cm_x509_name_string(const X509_NAME *name)
 	if (X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) >= 0) {
 		len = BIO_get_mem_data(bio, &data);
 		if (len >= 0)
-			out = strndup(data, (size_t)len);
+			out = cm_memdup_str(data, (size_t)len);
 	}
 	BIO_free(bio);
 	return out;
@@ -638,7 +638,7 @@ static char *san_find(const struct cm_cert *cert, bool want_upn)
 			size_t l = (size_t)ASN1_STRING_length(s);
 
 			if (memchr(d, '\0', l) == NULL) /* embedded NULs: ignore the name */
-				out = strndup((const char *)d, l);
+				out = cm_memdup_str(d, l);
 		}
 	}
 	ASN1_OBJECT_free(upn_oid);

@@ -87,8 +87,8 @@ static void add_header(struct req *r, const char *line, size_t len)
 	h = calloc(1, sizeof(*h));
 	if (h == NULL)
 		return;
-	h->name = strndup(line, (size_t)(colon - line));
-	h->value = strndup(v, (size_t)(end - v));
+	h->name = cm_memdup_str(line, (size_t)(colon - line));
+	h->value = cm_memdup_str(v, (size_t)(end - v));
 	if (h->name == NULL || h->value == NULL || !cm_http_valid_header_name(h->name)) {
 		free(h->name);
 		free(h->value);

@@ -38,6 +38,10 @@ void cm_hex_lower(const unsigned char *in, size_t len, char *out);
 /* Path relative to base_dir unless absolute; malloc'd. */
 char *cm_path_resolve(const char *base_dir, const char *path);
 
+/* Copies exactly len bytes and adds a NUL (the source need not be
+ * NUL-terminated, unlike strndup's contract under strict checkers). */
+char *cm_memdup_str(const void *data, size_t len);
+
 /* malloc'd printf; NULL on allocation failure. */
 char *cm_strdup_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
