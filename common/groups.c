@@ -580,19 +580,15 @@ static enum cm_groups_status members_ad(const struct cm_config *cfg, struct cm_d
 					struct cm_err *err)
 {
 	static const char *const sid_attrs[] = { "objectSid", NULL };
-	static const char *const want[] = { "objectClass", NULL };
 	const char *base = cfg->directory.base_dn;
 	struct cm_dir_result grp = { NULL, 0, false }, nested = { NULL, 0, false };
 	struct cm_dir_result res = { NULL, 0, false };
 	struct cm_dnset seen = { NULL, 0, 0 };
 	enum cm_groups_status status = CM_GROUPS_OK;
-	const char **all = attrs_plus(attrs, want);
 	char **rids = NULL, *esc = NULL, *filter = NULL;
 	size_t n_rids = 0, first_chunk;
 	enum cm_dir_status st;
 
-	if (all == NULL)
-		goto oom;
 	st = cm_dir_search(dir, group_dn, CM_DIR_SCOPE_BASE, "(objectClass=group)", sid_attrs, 1,
 			   &grp, trace, err);
 	if (st == CM_DIR_UNAVAILABLE) {
@@ -662,7 +658,7 @@ static enum cm_groups_status members_ad(const struct cm_config *cfg, struct cm_d
 	for (size_t off = 0;;) {
 		if (filter == NULL)
 			goto oom;
-		st = cm_dir_search_paged(dir, base, CM_DIR_SCOPE_SUBTREE, filter, all, 0, 0, &res,
+		st = cm_dir_search_paged(dir, base, CM_DIR_SCOPE_SUBTREE, filter, attrs, 0, 0, &res,
 					 trace, err);
 		free(filter);
 		filter = NULL;
@@ -699,7 +695,6 @@ done:
 	free(rids);
 	free(esc);
 	free(filter);
-	free(all);
 	cm_dir_result_free(&grp);
 	cm_dir_result_free(&nested);
 	cm_dir_result_free(&res);

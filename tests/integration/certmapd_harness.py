@@ -460,15 +460,17 @@ def curl(d, path, cert=None, chain=None, key=None, args=(), scratch=None, timeou
     _curl_n[0] += 1
     out = Path(tempfile.gettempdir()) / ("certmap-it-curl-%d-%d" % (os.getpid(), _curl_n[0]))
     hdr = out.with_suffix(".h")
-    argv = ["curl", "-sS", "--cacert", str(CA_BUNDLE), "-o", str(out), "-D", str(hdr),
+    urls = urls or [path]
+    outs = [out] + [out.with_suffix(".%d" % i) for i in range(1, len(urls))]
+    argv = ["curl", "-sS", "--cacert", str(CA_BUNDLE), "-D", str(hdr),
             "-w", "%{http_code}\\n", "--max-time", str(timeout)]
     if cert is not None:
         certfile = scratch.client_pem(cert, chain) if chain else PKI / cert
         keyfile = PKI / (key or cert.rsplit(".", 1)[0] + ".key")
         argv += ["--cert", str(certfile), "--key", str(keyfile)]
     argv += list(args)
-    for u in (urls or [path]):
-        argv.append(d.url(u))
+    for u, o in zip(urls, outs):
+        argv += ["-o", str(o), d.url(u)]
     try:
         proc = subprocess.run(argv, capture_output=True, timeout=timeout + 10)
         codes = proc.stdout.decode().split()
@@ -479,9 +481,10 @@ def curl(d, path, cert=None, chain=None, key=None, args=(), scratch=None, timeou
         a = Answer(status, headers, body, raw, proc.stderr.decode(errors="replace"),
                    proc.returncode)
         a.codes = [int(c) for c in codes if c.isdigit()]
+        a.bodies = [o.read_bytes() if o.exists() else b"" for o in outs]
         return a
     finally:
-        for p in (out, hdr):
+        for p in outs + [hdr]:
             try:
                 p.unlink()
             except FileNotFoundError:

@@ -1,0 +1,1121 @@
+"""certmapd end to end with real clients (curl --cert, openssl s_client, Python ssl sockets)
+against Samba AD and the lab upstream (tools/lab_upstream.c), as issue 3 item 9 asks:
+
+- every decision reason with the IIS status.substatus, the error page's first line, the W3C
+  access-log line and the JSON audit line (DESIGN §4, §8);
+- accept / ignore locations, upstream identity (headers, basic), spoofed identity headers, raw
+  query bytes, EAS OPTIONS (§6, §7, §9);
+- streaming (50 MB up, 200 MB down, bounded RSS), 200 held Pings next to short requests,
+  upstream / directory outages, reload during held requests and on keep-alive connections, a
+  broken reload, bad input (garbage, plain HTTP, oversized heads, slow senders, silent
+  clients), admin endpoints and metrics through prometheus_client, the decision cache, SIGTERM
+  draining, and GoAccess reading the access log.
+
+One Samba AD and one lab upstream serve the whole module; each class starts the certmapd
+instances it needs (a few hundred ms each) with its own config, logs and admin port.
+"""
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import unittest
+
+from certmap_test import PKI, SilentServer, closed_port, deep_merge, skip_or_fail
+from certmapd_harness import (CERTMAPD, EAS, IIS_TEXT, Certmapd, LabUpstream, Scratch,
+                              cert_sha256, client_context, https_connection, openssl_s_client,
+                              parse_raw_response, recv_all, tag, tls_socket, wait_for)
+from harness import SambaAD
+
+AD = None
+UP = None
+SCRATCH = None
+MAIN = None  # the shared certmapd (require on EAS, accept on /, ignore on /public, headers)
+INSTANCES = []
+
+AD_GROUP = "CN=ActiveSync Users,CN=Users,DC=lab,DC=test"
+
+
+def setUpModule():
+    global AD, UP, SCRATCH, MAIN
+    if os.geteuid() != 0:
+        skip_or_fail("Samba AD needs root and a private network namespace (run under netns-run)")
+    for tool in ("curl", "openssl"):
+        if shutil.which(tool) is None:
+            skip_or_fail("%s not installed" % tool)
+    if not CERTMAPD.exists():
+        raise AssertionError("certmapd not built at %s" % CERTMAPD)
+    SCRATCH = Scratch()
+    try:
+        AD = SambaAD(str(SCRATCH.path / "ad"))
+        AD.start()
+        AD.seed()
+        UP = LabUpstream(SCRATCH.path / "upstream").start()
+        MAIN = start_certmapd("main")
+    except BaseException:
+        tearDownModule()
+        raise
+
+
+def tearDownModule():
+    for d in INSTANCES:
+        try:
+            d.stop(sig=signal.SIGKILL if d.alive() else signal.SIGTERM, timeout=10)
+        except Exception:
+            pass
+    if UP is not None:
+        UP.stop()
+    if AD is not None:
+        AD.stop()
+    if SCRATCH is not None and not os.environ.get("CERTMAP_KEEP_SCRATCH"):
+        SCRATCH.remove()
+
+
+def start_certmapd(name, overrides=None, upstream_url=None):
+    d = Certmapd(SCRATCH.path, name, AD, upstream_url or UP.url, overrides)
+    INSTANCES.append(d)
+    return d.start()
+
+
+def ad_user_dn(name):
+    return "CN=%s,CN=Users,DC=lab,DC=test" % name
+
+
+class CertmapdCase(unittest.TestCase):
+    """Assertions shared by the classes below."""
+
+    d = None  # the certmapd under test
+
+    def diag(self, d=None):
+        d = d or self.d
+        return "\n--- certmapd %s stderr (tail) ---\n%s" % (d.name, d.stderr_tail())
+
+    def assertAlive(self, d=None):
+        d = d or self.d
+        self.assertTrue(d.alive(), "certmapd %s died (rc=%s)%s" % (d.name, d.proc.poll(),
+                                                                     self.diag(d)))
+
+    def assertErrorPage(self, a, status, substatus):
+        self.assertEqual(a.status, status, "%r%s" % (a, self.diag()))
+        self.assertEqual(a.first_line, "%d.%d - %s" % (status, substatus,
+                                                        IIS_TEXT[(status, substatus)]), a)
+        self.assertIn("<title>%d.%d - " % (status, substatus), a.text)
+
+    def assertAccess(self, e, method, stem, query, user, status, substatus):
+        self.assertEqual(e["_nfields"], 15, e["_line"])
+        self.assertEqual(e["cs-method"], method, e["_line"])
+        self.assertEqual(e["cs-uri-stem"], stem, e["_line"])
+        self.assertEqual(e["cs-uri-query"], query, e["_line"])
+        self.assertEqual(e["cs-username"], user, e["_line"])
+        self.assertEqual(e["sc-status"], str(status), e["_line"])
+        self.assertEqual(e["sc-substatus"], str(substatus), e["_line"])
+        self.assertEqual(e["c-ip"], "127.0.0.1", e["_line"])
+        self.assertEqual(e["s-port"], str(self.d.port), e["_line"])
+
+    def echo(self, a):
+        self.assertEqual(a.status, 200, "%r%s" % (a, self.diag()))
+        return a.json()
+
+
+# ------------------------------------------------------------------------------------------
+# 1. Every reason end to end
+
+
+# (test name, cert, chain, extra curl args, status, substatus, reason, audit user or None)
+REASONS = [
+    ("allowed_alice", "alice.pem", None, [], 200, 0, "allowed", "alice"),
+    ("untrusted_rogue_alice", "rogue-alice.pem", "rogue-ca.pem", [], 403, 16, "untrusted", None),
+    ("untrusted_mallory_selfsigned", "mallory-selfsigned.pem", None, [], 403, 16, "untrusted",
+     None),
+    ("untrusted_mike_serverauth_eku", "mike-serverauth.pem", None, [], 403, 16, "untrusted",
+     None),
+    ("expired_kim", "kim-expired.pem", None, [], 403, 17, "expired", None),
+    ("not_yet_valid_leo", "leo-notyet.pem", None, [], 403, 17, "not_yet_valid", None),
+    ("revoked_judy", "judy-revoked.pem", None, [], 403, 13, "revoked", None),
+    ("not_mapped_peggy", "peggy-unmapped.pem", None, [], 401, 2, "not_mapped", None),
+    ("ambiguous_shared", "shared.pem", None, [], 403, 12, "ambiguous", None),
+    ("account_disabled_dave", "dave.pem", None, [], 401, 1, "account_disabled", "dave"),
+    ("account_locked_frank", "frank.pem", None, [], 401, 1, "account_locked", "frank"),
+    ("account_expired_erin", "erin.pem", None, [], 401, 1, "account_expired", "erin"),
+    ("not_in_group_bob", "bob.pem", None, [], 401, 3, "not_in_group", "bob"),
+]
+
+
+class Reasons(CertmapdCase):
+    """The shared instance: one request per certificate (so each is a computed decision)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = MAIN
+
+    def check_reason(self, cert, chain, extra, status, substatus, reason, user, d=None,
+                     method="GET"):
+        d = d or self.d
+        t = tag()
+        query = "Cmd=Sync&User=x&DeviceId=D%s&DeviceType=curl" % t
+        args = list(extra) + (["-X", method] if method != "GET" else [])
+        a = d.curl(EAS + "?" + query, cert=cert, chain=chain, args=args, scratch=SCRATCH)
+        if status == 200:
+            echo = self.echo(a)
+            self.assertEqual(echo["path"], EAS)
+            self.assertEqual(echo["query"], query)
+            self.assertEqual(echo["method"], method)
+        else:
+            self.assertErrorPage(a, status, substatus)
+        e = d.access_for(t)
+        self.assertAccess(e, method, EAS, query,
+                          "LAB\\%s" % user if status == 200 else "-", status, substatus)
+        if cert is not None:
+            audits = d.audit_for_cert(cert_sha256(cert))
+            au = audits[-1]
+            self.assertEqual(au["reason"], reason, au)
+            self.assertEqual((au["status"], au["substatus"]),
+                             (status if status != 200 else 200, substatus), au)
+            self.assertEqual(au["decision"], "allow" if reason == "allowed" else "deny", au)
+            self.assertEqual(au["client_ip"], "127.0.0.1")
+            if user is None:
+                self.assertIsNone(au["user"], au)
+            else:
+                self.assertEqual(au["user"]["sAMAccountName"], user, au)
+                self.assertEqual(au["user"]["dn"].lower(), ad_user_dn(user).lower(), au)
+        return a
+
+    def test_no_certificate(self):
+        before = [a for a in self.d.audit_entries() if a["reason"] == "no_certificate"]
+        self.check_reason(None, None, [], 403, 7, "no_certificate", None)
+        after = wait_for(lambda: [a for a in self.d.audit_entries()
+                                  if a["reason"] == "no_certificate"][len(before):] or None,
+                         4, what="no_certificate audit line")
+        self.assertEqual(len(after), 1)
+        self.assertEqual((after[0]["status"], after[0]["substatus"]), (403, 7))
+        self.assertIsNone(after[0]["user"])
+
+    def test_access_log_header(self):
+        MAIN.curl("/?t=" + tag())
+        raw = wait_for(lambda: MAIN.access_raw() or None, 4, what="access log")
+        lines = raw.split("\n")
+        self.assertTrue(lines[0].startswith("#Software: certmap "), lines[0])
+        self.assertEqual(lines[1], "#Version: 1.0")
+        self.assertRegex(lines[2], r"^#Date: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
+        self.assertEqual(lines[3], "#Fields: date time s-ip cs-method cs-uri-stem cs-uri-query "
+                         "s-port cs-username c-ip cs(User-Agent) cs(Referer) sc-status "
+                         "sc-substatus sc-win32-status time-taken")
+
+
+def _reason_test(row):
+    name, cert, chain, extra, status, substatus, reason, user = row
+
+    def test(self):
+        self.check_reason(cert, chain, extra, status, substatus, reason, user)
+    test.__name__ = "test_" + name
+    return test
+
+
+for _row in REASONS:
+    setattr(Reasons, "test_" + _row[0], _reason_test(_row))
+
+
+class ReasonsOtherConfigs(CertmapdCase):
+    """Reasons that need another policy: hard revocation, Basic binding, outages."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.hard = start_certmapd("hard", {"client_certificates": {"revocation": {
+            "mode": "hard", "crl_files": [str(PKI / "issuing-ca-stale.crl.pem")]}}})
+        cls.required = start_certmapd("basic-required", {
+            "authorization": {"basic_user_binding": "required"},
+            "upstream": {"identity": "basic"}})
+        cls.if_present = start_certmapd("basic-if-present", {
+            "authorization": {"basic_user_binding": "if_present"}})
+        cls.silent = SilentServer()
+        cls.dirdown = start_certmapd("directory-down", {"directory": {
+            "uris": ["ldap://127.0.0.1:%d" % closed_port()], "timeout_ms": 1000}})
+        cls.updown = start_certmapd("upstream-down",
+                                    upstream_url="http://127.0.0.1:%d" % closed_port())
+        cls.upslow = start_certmapd("upstream-silent", {"upstream": {"timeout_s": 2}},
+                                    upstream_url="http://127.0.0.1:%d" % cls.silent.port)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.silent.close()
+
+    check = Reasons.check_reason
+
+    def test_revocation_unknown_hard_stale_crl(self):
+        self.d = self.hard
+        self.check(None if False else "alice.pem", None, [], 403, 13, "revocation_unknown",
+                   None, d=self.hard)
+
+    def test_basic_user_mismatch_required_without_basic(self):
+        self.d = self.required
+        self.check("alice.pem", None, [], 401, 1, "basic_user_mismatch", "alice",
+                   d=self.required)
+
+    def test_basic_required_with_matching_user_passes_authorization(self):
+        self.d = self.required
+        t = tag()
+        a = self.required.curl(EAS + "?t=" + t, cert="carol.pem", args=["-u", "LAB\\carol:pw"])
+        echo = self.echo(a)
+        want = "Basic " + base64.b64encode(b"LAB\\carol:pw").decode()
+        self.assertEqual(echo["headers"].get("Authorization"), want, echo["headers"])
+        # identity "basic": certmapd adds no identity headers of its own
+        for h in ("X-Certmap-User", "X-Certmap-UPN", "X-Certmap-DN", "Client-Cert"):
+            self.assertNotIn(h, echo["headers"])
+        e = self.required.access_for(t)
+        self.assertAccess(e, "GET", EAS, "t=" + t, "LAB\\carol", 200, 0)
+
+    def test_basic_user_mismatch_if_present_other_user(self):
+        self.d = self.if_present
+        self.check("alice.pem", None, ["-u", "bob:pw"], 401, 1, "basic_user_mismatch", "alice",
+                   d=self.if_present)
+
+    def test_directory_unavailable_503(self):
+        self.d = self.dirdown
+        a = self.check("carol.pem", None, [], 503, 0, "directory_unavailable", None,
+                       d=self.dirdown)
+        self.assertEqual(a.headers.get("retry-after"), "30", a.raw_headers)
+
+    def test_directory_down_readyz_503_healthz_200(self):
+        self.d = self.dirdown
+        self.assertEqual(self.dirdown.admin_get("/healthz")[0], 200)
+        status, body = self.dirdown.admin_get("/readyz")
+        self.assertEqual(status, 503, body)
+        self.assertEqual(MAIN.admin_get("/readyz")[0], 200)
+
+    def test_upstream_unavailable_502_3(self):
+        self.d = self.updown
+        t = tag()
+        a = self.updown.curl(EAS + "?t=" + t, cert="alice.pem")
+        self.assertErrorPage(a, 502, 3)
+        self.assertAccess(self.updown.access_for(t), "GET", EAS, "t=" + t, "LAB\\alice", 502, 3)
+        au = self.updown.audit_for_cert(cert_sha256("alice.pem"))
+        self.assertEqual(au[-1]["reason"], "allowed")  # the decision; the proxy failed after
+
+    def test_upstream_timeout_504_0(self):
+        self.d = self.upslow
+        t = tag()
+        t0 = time.monotonic()
+        a = self.upslow.curl(EAS + "?t=" + t, cert="alice.pem")
+        took = time.monotonic() - t0
+        self.assertErrorPage(a, 504, 0)
+        self.assertLess(took, 8, "upstream.timeout_s 2")
+        self.assertAccess(self.upslow.access_for(t), "GET", EAS, "t=" + t, "LAB\\alice", 504, 0)
+
+
+class BadRequests(CertmapdCase):
+    """Paths that cannot be normalized and header names with '_': 400, never proxied."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = MAIN
+
+    def bad(self, path_query, args=(), stem=None):
+        t = tag()
+        before = UP.stats()["requests"]
+        a = self.d.curl(path_query + ("&" if "?" in path_query else "?") + "t=" + t,
+                        cert="alice.pem", args=["--path-as-is"] + list(args))
+        self.assertErrorPage(a, 400, 0)
+        e = self.d.access_for(t)
+        self.assertEqual((e["sc-status"], e["sc-substatus"]), ("400", "0"), e["_line"])
+        self.assertEqual(e["cs-method"], "GET")
+        self.assertEqual(e["cs-username"], "-")
+        if stem is not None:
+            self.assertEqual(e["cs-uri-stem"], stem, e["_line"])
+        self.assertEqual(UP.stats()["requests"], before + 1, "only the stats request itself")
+        return a
+
+    def test_encoded_slash(self):
+        self.bad(EAS + "/a%2fb")
+
+    def test_encoded_backslash(self):
+        self.bad(EAS + "/a%5cb")
+
+    def test_dotdot_above_root(self):
+        self.bad("/../Microsoft-Server-ActiveSync")
+
+    def test_header_name_with_underscore(self):
+        self.bad(EAS, args=["-H", "X_Certmap_User: LAB\\administrator"])
+
+    def test_dotdot_above_root_raw_s_client(self):
+        t = tag()
+        req = ("GET /a/../../etc/passwd?t=%s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+               "Connection: close\r\n\r\n" % t).encode()
+        proc = openssl_s_client(self.d, req, cert="alice.pem")
+        status, headers, body = parse_raw_response(
+            proc.stdout[proc.stdout.find(b"HTTP/"):])
+        self.assertEqual(status, 400, proc.stdout[:500])
+        self.assertTrue(body.startswith(b"400.0 - Bad Request"), body[:200])
+        e = self.d.access_for(t)
+        self.assertEqual(e["sc-status"], "400")
+
+    def test_normalized_path_is_forwarded(self):
+        t = tag()
+        a = self.d.curl("/Microsoft-Server-ActiveSync/./x/..//%41bc?t=" + t, cert="alice.pem",
+                        args=["--path-as-is"])
+        echo = self.echo(a)
+        self.assertEqual(echo["path"], EAS + "/Abc")
+        self.assertEqual(echo["headers"].get("X-Certmap-User"), "LAB\\alice")
+
+    def test_location_match_is_case_insensitive(self):
+        # /microsoft-server-activesync is the EAS location (require): no cert -> 403.7
+        a = self.d.curl("/microsoft-server-activesync?t=" + tag())
+        self.assertErrorPage(a, 403, 7)
+
+
+# ------------------------------------------------------------------------------------------
+# 2., 3., 4., 5.: locations, identity, spoofing, raw query, OPTIONS
+
+
+IDENTITY = ("X-Certmap-User", "X-Certmap-UPN", "X-Certmap-DN", "Client-Cert")
+
+
+class LocationsAndIdentity(CertmapdCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = MAIN
+
+    def test_accept_without_cert_passes_without_identity(self):
+        t = tag()
+        a = self.d.curl("/owa/x?t=" + t)
+        echo = self.echo(a)
+        self.assertEqual(echo["path"], "/owa/x")
+        for h in IDENTITY:
+            self.assertNotIn(h, echo["headers"])
+        self.assertAccess(self.d.access_for(t), "GET", "/owa/x", "t=" + t, "-", 200, 0)
+
+    def test_accept_with_cert_is_decided(self):
+        a = self.d.curl("/owa?t=" + tag(), cert="bob.pem")
+        self.assertErrorPage(a, 401, 3)
+        echo = self.echo(self.d.curl("/owa?t=" + tag(), cert="alice.pem"))
+        self.assertEqual(echo["headers"].get("X-Certmap-User"), "LAB\\alice")
+
+    def test_accept_with_untrusted_cert_is_denied(self):
+        a = self.d.curl("/ews?t=" + tag(), cert="mallory-selfsigned.pem")
+        self.assertErrorPage(a, 403, 16)
+
+    def test_ignore_sends_no_identity_even_with_cert(self):
+        for cert in ("alice.pem", "bob.pem", "mallory-selfsigned.pem", None):
+            t = tag()
+            echo = self.echo(self.d.curl("/public/x?t=" + t, cert=cert,
+                                         args=["-H", "X-Certmap-User: LAB\\administrator"]))
+            for h in IDENTITY:
+                self.assertNotIn(h, echo["headers"], cert)
+            self.assertAccess(self.d.access_for(t), "GET", "/public/x", "t=" + t, "-", 200, 0)
+
+    def test_identity_headers(self):
+        echo = self.echo(self.d.curl(EAS + "?t=" + tag(), cert="alice.pem",
+                                     args=["-u", "alice:secret"]))
+        h = echo["headers"]
+        self.assertEqual(h.get("X-Certmap-User"), "LAB\\alice")
+        self.assertEqual(h.get("X-Certmap-UPN", "").lower(), "alice@lab.test")
+        self.assertEqual(h.get("X-Certmap-DN", "").lower(), ad_user_dn("alice").lower())
+        der = (PKI / "alice.der").read_bytes()
+        self.assertEqual(h.get("Client-Cert"), ":%s:" % base64.b64encode(der).decode())
+        self.assertNotIn("Client-Cert-Chain", h)
+        self.assertNotIn("Authorization", h, "identity headers: the client's Authorization "
+                         "is dropped")
+
+    def test_spoofed_identity_headers_never_reach_upstream(self):
+        spoof = [
+            "X-Certmap-User: LAB\\administrator",
+            "X-Certmap-UPN: administrator@lab.test",
+            "X-Certmap-DN: CN=Administrator,CN=Users,DC=lab,DC=test",
+            "X-Certmap-Extra: 1",
+            "Client-Cert: :QUFBQQ==:",
+            "Client-Cert-Chain: :QUFBQQ==:",
+            "X-SSL-Client-Cert: spoof",
+            "X-SSL-Client-DN: CN=administrator",
+            "X-Forwarded-Tls-Client-Cert: spoof",
+            "X-Forwarded-Tls-Client-Cert-Info: spoof",
+            "X-Client-Cert: spoof",
+            "X-Client-Cert-Subject: spoof",
+            "X-Forwarded-For: 203.0.113.66",
+            "X-Forwarded-Proto: http",
+            "X-Forwarded-Host: evil.example",
+            "Connection: keep-alive, X-Secret-Hop",
+            "X-Secret-Hop: must-not-pass",
+            "Keep-Alive: timeout=5",
+            "Proxy-Authorization: Basic YWRtaW46YWRtaW4=",
+            "TE: trailers",
+            "Upgrade: websocket",
+            "MS-ASProtocolVersion: 16.1",
+            "X-MS-PolicyKey: 12345",
+        ]
+        args = []
+        for s in spoof:
+            args += ["-H", s]
+        for cert, path in (("alice.pem", EAS), (None, "/owa")):
+            echo = self.echo(self.d.curl(path + "?t=" + tag(), cert=cert, args=args))
+            h = {k.lower(): v for k, v in echo["headers"].items()}
+            if cert:
+                self.assertEqual(h.get("x-certmap-user"), "LAB\\alice", h)
+                self.assertEqual(h.get("x-certmap-upn", "").lower(), "alice@lab.test")
+                self.assertEqual(h.get("x-certmap-dn", "").lower(), ad_user_dn("alice").lower())
+                der = (PKI / "alice.der").read_bytes()
+                self.assertEqual(h.get("client-cert"), ":%s:" % base64.b64encode(der).decode())
+            else:
+                for k in ("x-certmap-user", "x-certmap-upn", "x-certmap-dn", "client-cert"):
+                    self.assertNotIn(k, h)
+            for k in ("x-certmap-extra", "client-cert-chain", "x-ssl-client-cert",
+                      "x-ssl-client-dn", "x-forwarded-tls-client-cert",
+                      "x-forwarded-tls-client-cert-info", "x-client-cert",
+                      "x-client-cert-subject", "x-secret-hop", "keep-alive",
+                      "proxy-authorization", "te", "upgrade"):
+                self.assertNotIn(k, h, "%s reached the upstream (cert %s)" % (k, cert))
+            self.assertEqual(h.get("x-forwarded-for"), "127.0.0.1", h)
+            self.assertEqual(h.get("x-forwarded-proto"), "https", h)
+            self.assertEqual(h.get("x-forwarded-host"), "127.0.0.1:%d" % self.d.port, h)
+            # EAS request headers pass
+            self.assertEqual(h.get("ms-asprotocolversion"), "16.1")
+            self.assertEqual(h.get("x-ms-policykey"), "12345")
+
+    def test_x_forwarded_host_is_the_host_sent(self):
+        echo = self.echo(self.d.curl(EAS + "?t=" + tag(), cert="alice.pem",
+                                     args=["-H", "Host: mail.lab.test"]))
+        self.assertEqual(echo["headers"].get("X-Forwarded-Host"), "mail.lab.test")
+
+    def test_raw_query_byte_for_byte(self):
+        # EAS base64 query form (MS-ASHTTP 2.2.1.1.1.1) with %2B, '+', '=', and odd bytes
+        t = tag()
+        query = ("jAAJBAp2MTQwRGV2aWNlAApTbWFydFBob25l%2Bab+cd==&x=%2f%2F%zz&y=a+b%20c"
+                 "&empty=&t=" + t)
+        echo = self.echo(self.d.curl(EAS + "?" + query, cert="alice.pem", args=["--path-as-is"]))
+        self.assertEqual(echo["query"], query)
+        e = self.d.access_for(t)
+        self.assertEqual(e["cs-uri-query"], query, e["_line"])
+
+    def test_eas_options(self):
+        t = tag()
+        a = self.d.curl(EAS + "?t=" + t, cert="alice.pem", args=["-X", "OPTIONS"])
+        self.assertEqual(a.status, 200, a)
+        self.assertIn("16.1", a.headers.get("ms-asprotocolversions", ""), a.raw_headers)
+        self.assertIn("Ping", a.headers.get("ms-asprotocolcommands", ""), a.raw_headers)
+        self.assertAccess(self.d.access_for(t), "OPTIONS", EAS, "t=" + t, "LAB\\alice", 200, 0)
+
+    def test_upstream_status_and_post_body(self):
+        t = tag()
+        a = self.d.curl(EAS + "?Cmd=Sync&t=" + t, cert="alice.pem",
+                        args=["-H", "X-Lab-Status: 449", "--data-binary", "hello",
+                              "-H", "Content-Type: application/vnd.ms-sync.wbxml"])
+        self.assertEqual(a.status, 449, a)
+        echo = a.json()
+        self.assertEqual(echo["body_bytes"], 5)
+        self.assertEqual(echo["body_sha256"], hashlib.sha256(b"hello").hexdigest())
+        self.assertEqual(echo["headers"].get("Content-Type"), "application/vnd.ms-sync.wbxml")
+        self.assertAccess(self.d.access_for(t), "POST", EAS, "Cmd=Sync&t=" + t, "LAB\\alice",
+                          449, 0)
+
+    def test_keepalive_connection_several_requests(self):
+        a = self.d.curl(None, cert="alice.pem", args=["-v"], urls=[
+            EAS + "?n=1&t=" + tag(), EAS + "?n=2&t=" + tag(), "/public?t=" + tag(),
+            "/owa?t=" + tag()])
+        self.assertEqual(a.codes, [200, 200, 200, 200], a)
+        self.assertEqual(a.stderr.count("Re-using existing connection"), 3, a.stderr[-2000:])
+
+
+# ------------------------------------------------------------------------------------------
+# 6. Streaming with bounded memory
+
+
+class RssSampler:
+    def __init__(self, d):
+        self.d = d
+        self.max = d.rss_kib()
+        self.stop = False
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        while not self.stop:
+            try:
+                self.max = max(self.max, self.d.rss_kib())
+            except Exception:
+                return
+            time.sleep(0.02)
+
+    def finish(self):
+        self.stop = True
+        self.t.join()
+        return self.max
+
+
+class Streaming(CertmapdCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = start_certmapd("streaming")
+
+    def warm_up(self, ctx):
+        # the same paths once, so allocator arenas and the cache exist before measuring
+        c = https_connection(self.d, ctx)
+        body = os.urandom(1 << 20)
+        c.request("POST", EAS + "?Cmd=SendMail&warm=1", body=body,
+                  headers={"Content-Type": "message/rfc822"})
+        r = c.getresponse()
+        r.read()
+        c.request("GET", "/lab/download?bytes=%d" % (8 << 20))
+        r = c.getresponse()
+        while r.read(1 << 16):
+            pass
+        c.close()
+
+    def test_50mb_upload_streams(self):
+        ctx = client_context("alice.pem")
+        self.warm_up(ctx)
+        total = 50 * 1024 * 1024
+        block = 64 * 1024
+        h = hashlib.sha256()
+        marks = {}
+        seed = os.urandom(block)
+
+        def gen():
+            sent = 0
+            i = 0
+            marks["first"] = time.monotonic()
+            while sent < total:
+                chunk = bytes([i & 0xFF]) + seed[1:]
+                h.update(chunk)
+                sent += len(chunk)
+                i += 1
+                yield chunk
+            marks["last"] = time.monotonic()
+
+        base = self.d.rss_kib()
+        sampler = RssSampler(self.d)
+        c = https_connection(self.d, ctx, timeout=120)
+        c.request("POST", EAS + "?Cmd=SendMail&SaveInSent=T", body=gen(),
+                  headers={"Content-Length": str(total), "Content-Type": "message/rfc822"})
+        r = c.getresponse()
+        got = r.read()
+        t_resp = time.monotonic()
+        c.close()
+        peak = sampler.finish()
+        self.assertEqual(r.status, 200, got[:300])
+        echo = json.loads(got)
+        self.assertEqual(echo["body_bytes"], total)
+        self.assertEqual(echo["body_sha256"], h.hexdigest())
+        first, last = echo["first_body_byte_ms"], echo["last_body_byte_ms"]
+        span_s = (last - first) / 1000.0
+        send_s = marks["last"] - marks["first"]
+        # The upstream received its last byte no later than we got the answer, so its first
+        # byte arrived at most (t_resp - span) -- which must be before we sent our last byte.
+        upstream_first_at_most = t_resp - span_s
+        self.assertLess(upstream_first_at_most, marks["last"],
+                        "upstream's first byte only after the client had sent everything "
+                        "(span %.3f s, client send %.3f s)" % (span_s, send_s))
+        self.assertGreater(span_s, 0.3 * send_s, "the body arrived in one burst: buffered?")
+        grew = peak - base
+        self.assertLess(grew, 8 * 1024, "RSS grew %d KiB during a 50 MB upload" % grew)
+        self.assertAlive()
+
+    def test_200mb_download_streams(self):
+        ctx = client_context("alice.pem")
+        self.warm_up(ctx)
+        total = 200 * 1024 * 1024
+        base = self.d.rss_kib()
+        sampler = RssSampler(self.d)
+        c = https_connection(self.d, ctx, timeout=120)
+        c.request("GET", "/lab/download?bytes=%d" % total)
+        r = c.getresponse()
+        n = 0
+        while True:
+            chunk = r.read(1 << 16)
+            if not chunk:
+                break
+            n += len(chunk)
+        c.close()
+        peak = sampler.finish()
+        self.assertEqual(r.status, 200)
+        self.assertEqual(n, total)
+        grew = peak - base
+        self.assertLess(grew, 8 * 1024, "RSS grew %d KiB during a 200 MB download" % grew)
+
+    def test_client_abort_mid_upload_keeps_serving(self):
+        ctx = client_context("alice.pem")
+        s = tls_socket(self.d, ctx)
+        s.sendall(("POST %s?Cmd=SendMail&abort=1 HTTP/1.1\r\nHost: x\r\n"
+                   "Content-Length: 10000000\r\n\r\n" % EAS).encode())
+        s.sendall(os.urandom(1 << 20))
+        s.close()
+        time.sleep(0.3)
+        self.assertAlive()
+        self.echo(self.d.curl(EAS + "?after-abort=1", cert="alice.pem"))
+
+
+# ------------------------------------------------------------------------------------------
+# 7. 200 held Pings next to short requests
+
+
+def ping(d, ctx, hold, results, i, start_evt=None):
+    try:
+        c = https_connection(d, ctx, timeout=60)
+        c.request("POST", EAS + "?Cmd=Ping&User=alice&DeviceId=P%d&DeviceType=test" % i,
+                  body=b"<ping/>", headers={"X-Lab-Hold-Seconds": str(hold),
+                                            "Content-Type": "application/vnd.ms-sync.wbxml"})
+        r = c.getresponse()
+        body = r.read()
+        results[i] = (r.status, json.loads(body).get("held_ms") if r.status == 200 else body)
+        c.close()
+    except Exception as e:  # recorded, checked by the test
+        results[i] = ("error", repr(e))
+
+
+class HeldPings(CertmapdCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = start_certmapd("held")
+
+    def test_200_held_pings_and_short_requests(self):
+        n = 200
+        hold = 6
+        ctx = client_context("alice.pem")
+        self.echo(self.d.curl(EAS + "?warm", cert="alice.pem"))  # decision cached
+        held0 = UP.stats()["held_now"]
+        results = [None] * n
+        threads = [threading.Thread(target=ping, args=(self.d, ctx, hold, results, i), daemon=True)
+                   for i in range(n)]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        wait_for(lambda: UP.stats()["held_now"] - held0 >= n, hold - 1,
+                 what="%d Pings held at the upstream" % n)
+        # short requests on fresh connections while all Pings are held
+        short = []
+        for i in range(5):
+            s0 = time.monotonic()
+            a = self.d.curl(EAS + "?Cmd=FolderSync&short=%d" % i, cert="alice.pem")
+            short.append(time.monotonic() - s0)
+            self.assertEqual(a.status, 200, a)
+        s0 = time.monotonic()
+        self.assertEqual(self.d.admin_get("/healthz")[0], 200)
+        short.append(time.monotonic() - s0)
+        self.assertLess(time.monotonic() - t0, hold, "short requests ran while Pings were held")
+        for t in threads:
+            t.join(timeout=hold + 30)
+        self.assertLess(max(short), 1.0, "short requests took %s" % short)
+        bad = [(i, r) for i, r in enumerate(results) if r is None or r[0] != 200]
+        self.assertEqual(bad, [], "failed Pings")
+        self.assertTrue(all(r[1] >= (hold - 0.5) * 1000 for r in results), "held ms")
+        self.assertAlive()
+
+
+# ------------------------------------------------------------------------------------------
+# 9. Reload
+
+
+class Reload(CertmapdCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = start_certmapd("reload")
+        cls.original = json.loads(json.dumps(cls.d.config))
+
+    def tearDown(self):
+        if self.d.config != self.original:
+            self.d.write_config(self.original)
+            self.d.reload()
+
+    def test_sighup_during_held_pings_drops_none(self):
+        n = 30
+        ctx = client_context("alice.pem")
+        results = [None] * n
+        held0 = UP.stats()["held_now"]
+        threads = [threading.Thread(target=ping, args=(self.d, ctx, 3, results, i), daemon=True)
+                   for i in range(n)]
+        for t in threads:
+            t.start()
+        wait_for(lambda: UP.stats()["held_now"] - held0 >= n, 5, what="Pings held")
+        cfg = deep_merge(self.original, {"cache": {"ttl_s": 120}})
+        self.d.write_config(cfg)
+        self.d.reload()
+        self.d.reload()
+        for t in threads:
+            t.join(timeout=30)
+        self.assertEqual([r for r in results if r is None or r[0] != 200], [])
+        self.assertAlive()
+
+    def test_policy_change_applies_on_existing_keepalive_connection(self):
+        ctx = client_context("alice.pem")
+        c = https_connection(self.d, ctx)
+        c.request("GET", EAS + "?before-reload")
+        r = c.getresponse()
+        r.read()
+        self.assertEqual(r.status, 200)
+        sock = c.sock
+        cfg = deep_merge(self.original, {"authorization": {
+            "required_groups": ["CN=Domain Admins,CN=Users,DC=lab,DC=test"]}})
+        self.d.write_config(cfg)
+        self.d.reload()
+        c.request("GET", EAS + "?after-reload")
+        r = c.getresponse()
+        body = r.read()
+        self.assertIs(c.sock, sock, "the same connection")
+        self.assertEqual(r.status, 401, body[:300])
+        self.assertTrue(body.startswith(b"401.3 - "), body[:100])
+        c.close()
+        # curl: two URLs on one connection after the change
+        a = self.d.curl(None, cert="alice.pem", urls=[EAS + "?x=1", EAS + "?x=2"])
+        self.assertEqual(a.codes, [401, 401], a)
+        # and back
+        self.d.write_config(self.original)
+        self.d.reload()
+        a = self.d.curl(None, cert="alice.pem", urls=[EAS + "?x=3", EAS + "?x=4"])
+        self.assertEqual(a.codes, [200, 200], a)
+
+    def test_broken_config_keeps_the_old_one(self):
+        self.d.write_raw_config('{"listen": [ broken json')
+        try:
+            self.d.reload(expect_ok=False)
+            self.assertIn("keeping the running configuration", self.d.stderr())
+            self.echo(self.d.curl(EAS + "?after-broken", cert="alice.pem"))
+            a = self.d.curl(EAS + "?after-broken", cert="bob.pem")
+            self.assertErrorPage(a, 401, 3)
+            # a config that parses but is invalid (unknown key)
+            self.d.write_raw_config(json.dumps(deep_merge(self.original, {"bogus": 1})))
+            self.d.reload(expect_ok=False)
+            self.assertIn("bogus", self.d.stderr_tail(10))
+            self.echo(self.d.curl(EAS + "?after-invalid", cert="alice.pem"))
+        finally:
+            self.d.write_config(self.original)
+            self.d.config = self.original
+        self.d.reload()
+        self.assertAlive()
+
+
+# ------------------------------------------------------------------------------------------
+# 10. Bad input
+
+
+class BadInput(CertmapdCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = start_certmapd("rough", {"server": {
+            "client_timeout_s": 4, "handshake_timeout_s": 2, "request_header_timeout_s": 3,
+            "max_request_head_bytes": 4096}})
+
+    def tearDown(self):
+        self.assertAlive()
+        self.echo(self.d.curl(EAS + "?still-serving=" + tag(), cert="alice.pem"))
+
+    def raw(self, data, timeout=5):
+        s = socket.create_connection(("127.0.0.1", self.d.port), timeout=timeout)
+        try:
+            s.sendall(data)
+            return recv_all(s, timeout)
+        finally:
+            s.close()
+
+    def test_garbage_bytes(self):
+        for data in (os.urandom(4096), b"\x16\x03\x01\x00\x05" + os.urandom(2000),
+                     b"\x16" + b"\xff" * 10000, b"\x00" * 64, b"\r\n\r\n"):
+            out, eof = self.raw(data)
+            self.assertTrue(eof, "connection not closed after garbage %r" % data[:8])
+        self.assertAlive()
+
+    def test_plain_http_on_tls_port(self):
+        t = tag()
+        out, eof = self.raw(("GET %s?t=%s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                             % (EAS, t)).encode())
+        self.assertTrue(out.startswith(b"HTTP/1.1 400 "), out[:200])
+        self.assertTrue(eof)
+        self.assertIn(b"plain HTTP request was sent to the HTTPS port", out)
+        e = self.d.wait_access(lambda e: e["sc-status"] == "400" and e["cs-method"] == "-",
+                               what="access line for the plain-HTTP request")
+        self.assertEqual(e[-1]["_nfields"], 15)
+
+    def test_oversized_head_answered(self):
+        ctx = client_context("alice.pem")
+        for size in (6000, 12000, 40000, 200000):
+            s = tls_socket(self.d, ctx)
+            try:
+                req = ("GET %s?big=%d HTTP/1.1\r\nHost: x\r\nX-Big: %s\r\nConnection: close"
+                       "\r\n\r\n" % (EAS, size, "a" * size)).encode()
+                try:
+                    s.sendall(req)
+                except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+                    pass
+                out, eof = recv_all(s, 8)
+            finally:
+                s.close()
+            status, _, body = parse_raw_response(out)
+            self.assertIsNotNone(status, "no answer to a %d-byte header: %r" % (size, out[:200]))
+            self.assertTrue(400 <= status < 500, (size, status, body[:200]))
+            self.assertAlive()
+        # just above max_request_head_bytes (4096) but within MHD's memory: certmapd's 431.0
+        a = self.d.curl(EAS + "?t=" + tag(), cert="alice.pem",
+                        args=["-H", "X-Big: " + "b" * 5000])
+        self.assertErrorPage(a, 431, 0)
+
+    def slow_sender(self, tls, results, key):
+        """Sends one header byte per second; records when the server closed (s)."""
+        t0 = time.monotonic()
+        try:
+            if tls:
+                s = tls_socket(self.d, client_context("alice.pem"), timeout=30)
+            else:
+                s = socket.create_connection(("127.0.0.1", self.d.port), timeout=30)
+                s.sendall(b"\x16")  # looks like TLS, then nothing useful
+            s.settimeout(1.0)
+            head = ("GET %s?slow HTTP/1.1\r\nHost: x\r\nX-Slow: %s\r\n\r\n"
+                    % (EAS, "s" * 60)).encode()
+            for b in head:
+                try:
+                    s.send(bytes([b]))
+                except (OSError, ssl.SSLError):
+                    results[key] = ("closed", time.monotonic() - t0)
+                    return
+                try:
+                    data = s.recv(4096)
+                    if not data:
+                        results[key] = ("closed", time.monotonic() - t0)
+                        return
+                    results[key] = ("answered", time.monotonic() - t0, data[:100])
+                    # an answer (408?) is fine; the close follows
+                except (socket.timeout, TimeoutError):
+                    pass
+                except (OSError, ssl.SSLError):
+                    results[key] = ("closed", time.monotonic() - t0)
+                    return
+                if time.monotonic() - t0 > 25:
+                    break
+            results[key] = ("still open", time.monotonic() - t0)
+        finally:
+            try:
+                s.close()
+            except Exception:
+                pass
+
+    def test_slow_sender_and_silent_client_closed(self):
+        results = {}
+        threads = [threading.Thread(target=self.slow_sender, args=(True, results, "tls"),
+                                    daemon=True),
+                   threading.Thread(target=self.slow_sender, args=(False, results, "pre-tls"),
+                                    daemon=True)]
+        for t in threads:
+            t.start()
+        # a client that connects and sends nothing: closed after handshake_timeout_s (2)
+        t0 = time.monotonic()
+        s = socket.create_connection(("127.0.0.1", self.d.port), timeout=20)
+        out, eof = recv_all(s, 15)
+        silent = time.monotonic() - t0
+        s.close()
+        self.assertTrue(eof, "a silent client was not closed in 15 s")
+        self.assertLess(silent, 2 + 2.5, "handshake_timeout_s 2")
+        # meanwhile certmapd serves others
+        s0 = time.monotonic()
+        self.echo(self.d.curl(EAS + "?during-slow", cert="alice.pem"))
+        self.assertLess(time.monotonic() - s0, 1.0)
+        for t in threads:
+            t.join(timeout=40)
+        self.assertEqual(results.get("tls", ("?",))[0], "closed", results)
+        self.assertLess(results["tls"][1], 3 + 4 + 2, "request_header_timeout_s 3 "
+                        "(client_timeout_s 4): %s" % results)
+        self.assertEqual(results.get("pre-tls", ("?",))[0], "closed", results)
+        self.assertLess(results["pre-tls"][1], 3 + 4 + 2, results)
+
+    def test_http2_preface_and_tls_without_cert_on_eas(self):
+        # a TLS client without certificate sending an HTTP/2 preface: refused, not a crash
+        s = tls_socket(self.d, client_context())
+        try:
+            s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + os.urandom(100))
+            out, eof = recv_all(s, 5)
+        finally:
+            s.close()
+        self.assertAlive()
+
+
+# ------------------------------------------------------------------------------------------
+# 11. Admin, metrics, the decision cache
+
+
+class AdminAndCache(CertmapdCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = start_certmapd("metrics")
+
+    def test_healthz_readyz(self):
+        self.assertEqual(self.d.admin_get("/healthz"), (200, "ok\n"))
+        self.assertEqual(self.d.admin_get("/readyz")[0], 200)
+        self.assertEqual(self.d.admin_get("/nope")[0], 404)
+
+    def test_metrics_and_cache_hits(self):
+        m0 = self.d.metrics()
+        allowed0 = m0.value("certmap_decisions_total", reason="allowed")
+        hit0 = m0.value("certmap_cache_lookups_total", result="hit")
+        miss0 = m0.value("certmap_cache_lookups_total", result="miss")
+        lat0 = m0.value("certmap_directory_latency_seconds_count")
+        ok0 = m0.value("certmap_requests_total", status=200, substatus=0)
+        nig0 = m0.value("certmap_requests_total", status=401, substatus=3)
+        sha = cert_sha256("carol2.pem")
+
+        self.echo(self.d.curl(EAS + "?first", cert="carol2.pem"))
+        m1 = self.d.metrics()
+        self.assertEqual(m1.value("certmap_decisions_total", reason="allowed"), allowed0 + 1)
+        self.assertEqual(m1.value("certmap_decisions_total", reason="allowed",
+                                  method="user_certificate"), allowed0 + 1)
+        self.assertEqual(m1.value("certmap_cache_lookups_total", result="miss"), miss0 + 1)
+        self.assertGreater(m1.value("certmap_directory_latency_seconds_count"), lat0)
+        self.assertEqual(len(self.d.audit_for_cert(sha)), 1)
+
+        # a second request on a new connection with the same cert: a cache hit
+        self.echo(self.d.curl(EAS + "?second", cert="carol2.pem"))
+        # and two more on one keep-alive connection
+        a = self.d.curl(None, cert="carol2.pem", urls=[EAS + "?third", EAS + "?fourth"])
+        self.assertEqual(a.codes, [200, 200])
+        a = self.d.curl(EAS + "?deny", cert="bob.pem")
+        self.assertErrorPage(a, 401, 3)
+        time.sleep(1.3)  # audit lines are written at most ~1 s late
+        m2 = self.d.metrics()
+        self.assertEqual(m2.value("certmap_decisions_total", reason="allowed"), allowed0 + 1,
+                         "the directory was asked again for a cached certificate")
+        self.assertEqual(m2.value("certmap_decisions_total", reason="not_in_group"), 1)
+        self.assertEqual(m2.value("certmap_cache_lookups_total", result="miss"), miss0 + 2)
+        self.assertGreaterEqual(m2.value("certmap_cache_lookups_total", result="hit"), hit0 + 1)
+        self.assertEqual(len(self.d.audit_for_cert(sha)), 1, "audit line for a cache hit")
+        self.assertEqual(m2.value("certmap_requests_total", status=200, substatus=0), ok0 + 4)
+        self.assertEqual(m2.value("certmap_requests_total", status=401, substatus=3), nig0 + 1)
+        # families a scraper relies on
+        for fam in ("certmap_requests", "certmap_decisions", "certmap_cache_lookups",
+                    "certmap_directory_latency_seconds", "certmap_upstream_errors",
+                    "certmap_connections_open", "certmap_requests_held",
+                    "certmap_config_reloads"):
+            self.assertIn(fam, m2.fam, sorted(m2.fam))
+
+    def test_upstream_error_metric(self):
+        d = start_certmapd("metrics-updown",
+                           upstream_url="http://127.0.0.1:%d" % closed_port())
+        try:
+            self.assertErrorPage(d.curl(EAS, cert="alice.pem"), 502, 3)
+            m = d.metrics()
+            self.assertEqual(m.value("certmap_upstream_errors_total",
+                                     reason="upstream_unavailable"), 1)
+            self.assertEqual(m.value("certmap_requests_total", status=502, substatus=3), 1)
+        finally:
+            self.assertEqual(d.stop(), 0)
+
+
+# ------------------------------------------------------------------------------------------
+# 12. SIGTERM drains
+
+
+class Drain(CertmapdCase):
+
+    def test_sigterm_drains_held_ping_and_exits_0(self):
+        d = self.d = start_certmapd("drain", {"server": {"shutdown_timeout_s": 10}})
+        ctx = client_context("alice.pem")
+        self.echo(d.curl(EAS + "?warm", cert="alice.pem"))
+        results = [None]
+        held0 = UP.stats()["held_now"]
+        t = threading.Thread(target=ping, args=(d, ctx, 3, results, 0), daemon=True)
+        t.start()
+        wait_for(lambda: UP.stats()["held_now"] > held0, 5, what="the Ping held upstream")
+        t0 = time.monotonic()
+        d.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        # no new connections while draining
+        s = socket.socket()
+        s.settimeout(2)
+        try:
+            s.connect(("127.0.0.1", d.port))
+            s.sendall(b"\x16\x03\x01")
+            refused = recv_all(s, 2)[1]
+        except OSError:
+            refused = True
+        finally:
+            s.close()
+        rc = d.proc.wait(timeout=20)
+        took = time.monotonic() - t0
+        t.join(timeout=10)
+        self.assertEqual(results[0] and results[0][0], 200, results)
+        self.assertEqual(rc, 0, d.stderr_tail())
+        self.assertLess(took, 10, "exited within shutdown_timeout_s")
+        self.assertTrue(refused, "a new connection was served while draining")
+        self.assertIn("stopped", d.stderr())
+
+    def test_sigterm_deadline_closes_longer_holds(self):
+        d = self.d = start_certmapd("drain-deadline", {"server": {"shutdown_timeout_s": 1}})
+        ctx = client_context("alice.pem")
+        results = [None]
+        held0 = UP.stats()["held_now"]
+        t = threading.Thread(target=ping, args=(d, ctx, 30, results, 0), daemon=True)
+        t.start()
+        wait_for(lambda: UP.stats()["held_now"] > held0, 5, what="the Ping held upstream")
+        t0 = time.monotonic()
+        rc = d.stop(timeout=15)
+        self.assertEqual(rc, 0, d.stderr_tail())
+        self.assertLess(time.monotonic() - t0, 6)
+        t.join(timeout=10)
+        self.assertNotEqual(results[0] and results[0][0], 200)
+
+
+# ------------------------------------------------------------------------------------------
+# 13. GoAccess reads the access log
+
+
+class GoAccess(CertmapdCase):
+
+    def test_goaccess_counts_every_request(self):
+        if shutil.which("goaccess") is None:
+            skip_or_fail("goaccess not installed (Debian package goaccess)")
+        d = self.d = start_certmapd("goaccess")
+        want = {}
+
+        def count(status):
+            want[status] = want.get(status, 0) + 1
+
+        for i in range(3):
+            a = d.curl(EAS + "?Cmd=Sync&i=%d" % i, cert="alice.pem",
+                       args=["-A", "Apple-iPhone9C1/1602.92"])
+            self.assertEqual(a.status, 200)
+            count(200)
+        for i in range(2):
+            self.assertEqual(d.curl(EAS + "?Cmd=Ping&i=%d" % i).status, 403)
+            count(403)
+        self.assertEqual(d.curl(EAS + "?Cmd=Sync", cert="bob.pem").status, 401)
+        count(401)
+        self.assertEqual(d.curl("/owa/a b?x=y z".replace(" ", "%20"), args=[
+            "-H", "X-Lab-Status: 404", "-A", "Mozilla/5.0 (X11; Linux) with spaces"]).status, 404)
+        count(404)
+        self.assertEqual(d.curl(EAS + "/%2e%2e/%2e%2e/x", cert="alice.pem",
+                                args=["--path-as-is"]).status, 400)
+        count(400)
+        s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        recv_all(s, 5)
+        s.close()
+        count(400)
+        total = sum(want.values())
+        wait_for(lambda: len(d.access_entries()) >= total, 4, what="%d access lines" % total)
+        self.assertEqual(d.stop(), 0)
+        self.assertEqual(len(d.access_entries()), total, d.access_raw())
+        out = d.dir / "report.json"
+        proc = subprocess.run(["goaccess", str(d.access_path), "--no-global-config",
+                               "--log-format=W3C", "--date-format=%Y-%m-%d",
+                               "--time-format=%H:%M:%S", "-o", str(out)],
+                              capture_output=True, text=True, timeout=120)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        rep = json.loads(out.read_text())
+        g = rep["general"]
+        self.assertEqual(g["total_requests"], total, (g, d.access_raw()))
+        self.assertEqual(g["failed_requests"], 0, (g, d.access_raw()))
+        got = {}
+        for group in rep["status_codes"]["data"]:
+            for item in group["items"]:
+                code = int(item["data"].split(" ", 1)[0])
+                got[code] = got.get(code, 0) + item["hits"]["count"]
+        self.assertEqual(got, want)
+
+
+if __name__ == "__main__":
+    unittest.main()
