@@ -114,6 +114,8 @@ void cm_inv_class_clear(struct cm_inv_class *cls)
 	free(cls->subject);
 	free(cls->issuer);
 	free(cls->serial);
+	free(cls->upn_san);
+	free(cls->email_san);
 	memset(cls, 0, sizeof(*cls));
 }
 
@@ -143,8 +145,11 @@ static int class_copy(const struct cm_inv_class *in, struct cm_inv_class *out)
 	out->subject = dup_or_null(in->subject);
 	out->issuer = dup_or_null(in->issuer);
 	out->serial = dup_or_null(in->serial);
+	out->upn_san = dup_or_null(in->upn_san);
+	out->email_san = dup_or_null(in->email_san);
 	if ((in->problem && !out->problem) || (in->subject && !out->subject) ||
-	    (in->issuer && !out->issuer) || (in->serial && !out->serial)) {
+	    (in->issuer && !out->issuer) || (in->serial && !out->serial) ||
+	    (in->upn_san && !out->upn_san) || (in->email_san && !out->email_san)) {
 		cm_inv_class_clear(out);
 		return -1;
 	}
@@ -183,6 +188,8 @@ static int classify_one(struct cm_classifier *c, const unsigned char *der, size_
 	out->subject = dup_or_null(sum->subject);
 	out->issuer = dup_or_null(sum->issuer);
 	out->serial = dup_or_null(sum->serial);
+	out->upn_san = cm_cert_upn(cert);
+	out->email_san = cm_cert_email(cert);
 	memcpy(out->not_after, sum->not_after, sizeof(out->not_after));
 	leaf = cm_cert_leaf(cert);
 	out->expired = X509_cmp_time(X509_get0_notAfter(leaf), &now) < 0;

@@ -352,9 +352,6 @@ int cm_pub_source_load(const char *file, const char *account, size_t line,
 {
 	struct cm_der_list list = { NULL, NULL, 0 };
 	struct cm_err err = { "" };
-	struct cm_cert *cert = NULL;
-	const unsigned char *der;
-	size_t len;
 
 	memset(out, 0, sizeof(*out));
 	out->target = CM_PUB_NONE;
@@ -376,13 +373,9 @@ int cm_pub_source_load(const char *file, const char *account, size_t line,
 		return skip(out, true,
 			    cm_strdup_printf("not a certificate (%s)",
 					     out->cls.problem ? out->cls.problem : "malformed"));
-	der = out->der;
-	len = out->len;
-	if (cm_cert_parse(&der, &len, 1, &cert, &err) == 0) {
-		out->upn_san = cm_cert_upn(cert);
-		out->email_san = cm_cert_email(cert);
-		cm_cert_free(cert);
-	}
+	if ((out->cls.upn_san != NULL && (out->upn_san = strdup(out->cls.upn_san)) == NULL) ||
+	    (out->cls.email_san != NULL && (out->email_san = strdup(out->cls.email_san)) == NULL))
+		return -1;
 	if (!out->cls.managed)
 		return skip(out, true,
 			    cm_strdup_printf("not issued under client_certificates.trusted_issuers "

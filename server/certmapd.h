@@ -223,6 +223,14 @@ void loop_stop_accepting(struct loop *l);
 void loop_wake(struct loop *l);
 void loop_conn_delta(struct loop *l, int delta);
 
+/* Per-loop pools of curl easy handles and body buffers (loop thread only):
+ * a request reuses what the previous one released. */
+#define CMD_POOL_MAX 256
+CURL *loop_easy_get(struct loop *l);
+void loop_easy_put(struct loop *l, CURL *e);
+unsigned char *loop_buf_get(struct loop *l);
+void loop_buf_put(struct loop *l, unsigned char *b);
+
 /* Curl glue for proxy.c (loop thread only). */
 CURLM *loop_multi(struct loop *l);
 void loop_watch_hangup(struct loop *l, struct req *r, bool on);

@@ -182,8 +182,8 @@ static void req_free(struct req *r)
 		explicit_bzero(r->basic_user, strlen(r->basic_user));
 		free(r->basic_user);
 	}
-	free(r->up.data);
-	free(r->down.data);
+	loop_buf_put(r->loop, r->up.data);
+	loop_buf_put(r->loop, r->down.data);
 	cm_verdict_unref(r->verdict);
 	gen_unref(r->gen);
 	free(r);

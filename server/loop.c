@@ -50,7 +50,50 @@ struct loop {
 	struct pending *pending;
 	size_t n_pending;
 	atomic_size_t conns;
+	CURL *easy_pool[CMD_POOL_MAX];
+	int n_easy;
+	unsigned char *buf_pool[CMD_POOL_MAX];
+	int n_buf;
 };
+
+CURL *loop_easy_get(struct loop *l)
+{
+	if (l->n_easy > 0)
+		return l->easy_pool[--l->n_easy];
+	return curl_easy_init();
+}
+
+void loop_easy_put(struct loop *l, CURL *e)
+{
+	if (e == NULL)
+		return;
+	if (l->n_easy < CMD_POOL_MAX) {
+		curl_easy_reset(e);
+		l->easy_pool[l->n_easy++] = e;
+	} else {
+		curl_easy_cleanup(e);
+	}
+}
+
+unsigned char *loop_buf_get(struct loop *l)
+{
+	if (l->n_buf > 0)
+		return l->buf_pool[--l->n_buf];
+	return malloc(CMD_BUF_BYTES);
+}
+
+void loop_buf_put(struct loop *l, unsigned char *b)
+{
+	if (b == NULL)
+		return;
+	if (l->n_buf < CMD_POOL_MAX)
+		l->buf_pool[l->n_buf++] = b;
+	else
+		free(b);
+}
+
+/* The loop this thread runs, NULL on other threads. */
+static _Thread_local struct loop *current_loop;
 
 static double now_ms(void)
 {
@@ -337,6 +380,7 @@ static void *loop_main(void *arg)
 	struct epoll_event evs[128];
 	double last_sweep = now_ms();
 
+	current_loop = l;
 	while (!atomic_load(&l->stop)) {
 		int timeout = 1000, n;
 		double now = now_ms();
@@ -491,6 +535,9 @@ void loop_wake(struct loop *l)
 {
 	uint64_t one = 1;
 
+	/* On its own thread the loop runs MHD_run before it sleeps again. */
+	if (current_loop == l)
+		return;
 	(void)!write(l->wakefd, &one, sizeof(one));
 }
 
@@ -522,6 +569,10 @@ void loop_free(struct loop *l)
 	for (size_t i = 0; l->mhd != NULL && i < l->srv->n_listeners; i++)
 		if (l->mhd[i] != NULL)
 			MHD_stop_daemon(l->mhd[i]);
+	while (l->n_easy > 0)
+		curl_easy_cleanup(l->easy_pool[--l->n_easy]);
+	while (l->n_buf > 0)
+		free(l->buf_pool[--l->n_buf]);
 	if (l->multi != NULL)
 		curl_multi_cleanup(l->multi);
 	free(l->mhd);

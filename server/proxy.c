@@ -26,10 +26,10 @@ static size_t buf_pending(const struct buf *b)
 	return b->end - b->start;
 }
 
-static int buf_ensure(struct buf *b)
+static int buf_ensure(struct loop *l, struct buf *b)
 {
 	if (b->data == NULL)
-		b->data = malloc(CMD_BUF_BYTES);
+		b->data = loop_buf_get(l);
 	return b->data != NULL ? 0 : -1;
 }
 
@@ -159,7 +159,7 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *userp)
 
 	if (r->client_gone)
 		return 0;
-	if (buf_ensure(&r->down) != 0)
+	if (buf_ensure(r->loop, &r->down) != 0)
 		return 0;
 	if (buf_room(&r->down) < len) {
 		r->curl_write_paused = true;
@@ -209,7 +209,7 @@ size_t proxy_feed_upload(struct req *r, const char *data, size_t len)
 {
 	size_t room;
 
-	if (buf_ensure(&r->up) != 0)
+	if (buf_ensure(r->loop, &r->up) != 0)
 		return 0;
 	room = buf_room(&r->up);
 	if (len > room)
@@ -238,7 +238,7 @@ static void release_easy(struct req *r)
 {
 	if (r->easy != NULL) {
 		curl_multi_remove_handle(loop_multi(r->loop), r->easy);
-		curl_easy_cleanup(r->easy);
+		loop_easy_put(r->loop, r->easy);
 		r->easy = NULL;
 	}
 	curl_slist_free_all(r->up_headers);
@@ -386,11 +386,10 @@ int proxy_start(struct req *r)
 			       r->query ? "?" : "", r->query ? r->query : "");
 	if (url == NULL)
 		return -1;
-	e = curl_easy_init();
+	e = loop_easy_get(r->loop);
 	if (e == NULL || build_headers(r) != 0) {
 		free(url);
-		if (e)
-			curl_easy_cleanup(e);
+		loop_easy_put(r->loop, e);
 		curl_slist_free_all(r->up_headers);
 		r->up_headers = NULL;
 		return -1;

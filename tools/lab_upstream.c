@@ -55,7 +55,7 @@ static const char eas_commands[] =
 /* MS-ASHTTP 2.2.1.1.1.1.2: command code of Ping in the base64-encoded query form */
 #define EAS_B64_CMD_PING 18
 
-enum phase { PHASE_NEW, PHASE_BODY, PHASE_HELD, PHASE_DONE };
+enum phase { PHASE_NEW, PHASE_BENCH, PHASE_BODY, PHASE_HELD, PHASE_DONE };
 
 struct lab;
 
@@ -601,13 +601,22 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
 	if (r == NULL)
 		return MHD_NO; /* the URI callback ran out of memory */
 	switch (r->phase) {
+	case PHASE_BENCH:
+		if (*upload_data_size > 0) {
+			*upload_data_size = 0;
+			return MHD_YES;
+		}
+		r->phase = PHASE_DONE;
+		return MHD_queue_response(conn, MHD_HTTP_OK, lab->bench_resp);
 	case PHASE_NEW:
 		snprintf(r->method, sizeof(r->method), "%s", method);
 		if (strcmp(url, "/bench") == 0 &&
 		    (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)) {
+			/* Answer on the final call: a response queued on the first
+			 * one makes MHD close the connection (no keep-alive). */
 			r->status = MHD_HTTP_OK;
-			r->phase = PHASE_DONE;
-			return MHD_queue_response(conn, MHD_HTTP_OK, lab->bench_resp);
+			r->phase = PHASE_BENCH;
+			return MHD_YES;
 		}
 		MHD_get_connection_values(conn, MHD_HEADER_KIND, header_cb, r->headers);
 		r->phase = PHASE_BODY;

@@ -36,6 +36,7 @@ struct cm_inv_class {
 	bool usable;        /* certmapd's x509 + revocation checks pass now */
 	char *problem;      /* why not usable ("expired (valid … to …)"); NULL when usable */
 	char *subject, *issuer, *serial; /* RFC 4514 / lowercase hex; NULL if unparsed */
+	char *upn_san, *email_san;       /* SAN UPN otherName, first rfc822Name; or NULL */
 	char not_after[21];
 };
 
