@@ -323,6 +323,30 @@ enum cm_cache_status cm_cache_get(struct cm_cache *cache, const unsigned char ke
 	return CM_CACHE_STATUS_LEADER;
 }
 
+struct cm_verdict *cm_cache_peek(struct cm_cache *cache, const unsigned char key[CM_CACHE_KEY_BYTES])
+{
+	size_t bucket;
+	struct shard *s;
+	struct entry *e;
+	struct cm_verdict *v = NULL;
+	double now = mono_s();
+
+	if (cache->max_entries == 0)
+		return NULL;
+	s = shard_of(cache, key, &bucket);
+	pthread_mutex_lock(&s->lock);
+	for (e = s->buckets[bucket]; e != NULL; e = e->hnext)
+		if (memcmp(e->key, key, CM_CACHE_KEY_BYTES) == 0)
+			break;
+	if (e != NULL && e->verdict != NULL && e->expires > now) {
+		lru_unlink(s, e);
+		lru_push_front(s, e);
+		v = cm_verdict_ref(e->verdict);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return v;
+}
+
 void cm_cache_put(struct cm_cache *cache, const unsigned char key[CM_CACHE_KEY_BYTES],
 		  struct cm_verdict *v, time_t not_after)
 {

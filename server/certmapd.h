@@ -115,6 +115,9 @@ struct gen *server_gen(struct server *srv); /* new reference */
 
 struct conn {
 	struct loop *loop;
+	struct MHD_Connection *mhd;
+	double head_deadline; /* monotonic ms; 0 = a request head is being handled */
+	struct conn *prev, *next; /* the loop's connections */
 	struct listener *listener;
 	char client_ip[64];
 	int client_port;
@@ -157,6 +160,7 @@ struct buf {
 };
 
 struct req {
+	struct req *prev, *next; /* the loop's requests */
 	struct server *srv;
 	struct loop *loop;
 	struct conn *conn;
@@ -234,6 +238,8 @@ void loop_buf_put(struct loop *l, unsigned char *b);
 /* Curl glue for proxy.c (loop thread only). */
 CURLM *loop_multi(struct loop *l);
 void loop_watch_hangup(struct loop *l, struct req *r, bool on);
+void loop_track_conn(struct loop *l, struct conn *c, bool add);
+void loop_track_req(struct loop *l, struct req *r, bool add);
 
 /* ---- front (MHD callbacks) ---- */
 
@@ -241,6 +247,7 @@ struct front_ctx {
 	struct server *srv;
 	struct loop *loop;
 	struct listener *li;
+	double head_timeout_ms; /* server.request_header_timeout_s */
 };
 
 struct MHD_Daemon *front_daemon_new(struct front_ctx *ctx, char **error);

@@ -75,6 +75,9 @@ static void notify_connection(void *cls, struct MHD_Connection *connection, void
 			return;
 		c->loop = ctx->loop;
 		c->listener = ctx->li;
+		c->mhd = connection;
+		c->head_deadline = cm_now_ms() + ctx->head_timeout_ms;
+		loop_track_conn(ctx->loop, c, true);
 		ci = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 		if (ci != NULL)
 			addr_string(ci->client_addr, c->client_ip, sizeof(c->client_ip), &c->client_port);
@@ -85,6 +88,7 @@ static void notify_connection(void *cls, struct MHD_Connection *connection, void
 		cm_metrics_connections(ctx->srv->metrics, 1);
 	} else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
 		if (*socket_context != NULL) {
+			loop_track_conn(ctx->loop, *socket_context, false);
 			conn_free(*socket_context);
 			loop_conn_delta(ctx->loop, -1);
 			cm_metrics_connections(ctx->srv->metrics, -1);
@@ -158,7 +162,10 @@ static void *uri_log(void *cls, const char *uri, struct MHD_Connection *connecti
 	r->raw_target = strdup(uri ? uri : "");
 	ci = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
 	r->conn = ci ? ci->socket_context : NULL;
+	if (r->conn != NULL)
+		r->conn->head_deadline = r->started_ms + ctx->head_timeout_ms;
 	r->status = 400; /* until something better is known: MHD refused it */
+	loop_track_req(ctx->loop, r, true);
 	atomic_fetch_add(&ctx->srv->requests_in_flight, 1);
 	return r;
 }
@@ -233,10 +240,24 @@ static void request_completed(void *cls, struct MHD_Connection *connection, void
 	struct front_ctx *ctx = cls;
 	struct req *r = *con_cls;
 
-	(void)connection;
 	*con_cls = NULL;
 	if (r == NULL)
 		return;
+	loop_track_req(ctx->loop, r, false);
+	if (r->state == REQ_NEW && r->method == NULL) {
+		/* MHD answered on its own (431, 400, 413, ...): log what it sent. */
+		const union MHD_ConnectionInfo *ci =
+			MHD_get_connection_info(connection, MHD_CONNECTION_INFO_HTTP_STATUS);
+
+		if (ci != NULL && ci->http_status >= 100)
+			r->status = (int)ci->http_status;
+		if (r->query == NULL && r->raw_target != NULL) {
+			const char *q = strchr(r->raw_target, '?');
+
+			if (q != NULL)
+				r->query = strdup(q + 1);
+		}
+	}
 	loop_watch_hangup(ctx->loop, r, false);
 	if (r->easy != NULL)
 		proxy_abort(r);
@@ -286,10 +307,26 @@ static enum MHD_Result queue_error(struct req *r)
 
 /* Answers with status.substatus now if MHD allows it, else once the body
  * has been read (and thrown away). */
+static bool has_body(struct req *r)
+{
+	const char *cl = MHD_lookup_connection_value(r->mhd, MHD_HEADER_KIND, "Content-Length");
+	const char *te = MHD_lookup_connection_value(r->mhd, MHD_HEADER_KIND, "Transfer-Encoding");
+
+	return te != NULL || (cl != NULL && strcmp(cl, "0") != 0);
+}
+
 static enum MHD_Result answer(struct req *r, int status, int substatus, size_t *upload_data_size)
 {
 	r->status = status;
 	r->substatus = substatus;
+	/* MHD closes the connection after a response queued during its
+	 * headers-only call: without a body, answer on the next (final) call
+	 * so the connection stays alive, as IIS's does. With a body, answer at
+	 * once rather than read a body nobody wants. */
+	if (r->headers_call && r->method != NULL && !has_body(r)) {
+		r->error_pending = true;
+		return MHD_YES;
+	}
 	if (r->headers_call || *upload_data_size == 0)
 		return queue_error(r);
 	r->error_pending = true;
@@ -437,6 +474,12 @@ static bool lookup_decision(struct req *r)
 		cm_metrics_cache(r->srv->metrics, CM_CACHE_HIT);
 		return true;
 	}
+	v = cm_cache_peek(g->cache, r->key);
+	if (v != NULL) {
+		r->verdict = v;
+		cm_metrics_cache(r->srv->metrics, CM_CACHE_HIT);
+		return true;
+	}
 	/* Suspend first: a waiter may be called (and resume us) at once. */
 	suspend(r, SUSP_DECISION);
 	r->state = REQ_WAIT_DECISION;
@@ -489,6 +532,8 @@ static enum MHD_Result start_request(struct req *r, const char *method, const ch
 	r->method = method;
 	r->version = version;
 	r->gen = g = server_gen(r->srv);
+	if (r->conn != NULL)
+		r->conn->head_deadline = 0;
 	/* The head is in: from now on the long idle timeout applies (EAS holds
 	 * requests for up to 59 minutes); before, a slow sender had
 	 * server.request_header_timeout_s for handshake and head. */
@@ -714,6 +759,7 @@ struct MHD_Daemon *front_daemon_new(struct front_ctx *ctx, char **error)
 	unsigned int per_loop = (unsigned int)(cfg->server.max_connections / srv->n_loops + 1);
 	struct MHD_Daemon *d;
 
+	ctx->head_timeout_ms = cfg->server.request_header_timeout_s * 1000.0;
 	d = MHD_start_daemon(
 		MHD_USE_TLS | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_NO_LISTEN_SOCKET |
 			MHD_USE_ERROR_LOG,

@@ -50,6 +50,9 @@ struct loop {
 	struct pending *pending;
 	size_t n_pending;
 	atomic_size_t conns;
+	bool rerun_mhd; /* a connection was resumed on this thread: MHD_run again */
+	struct conn *conns_list;
+	struct req *reqs;
 	CURL *easy_pool[CMD_POOL_MAX];
 	int n_easy;
 	unsigned char *buf_pool[CMD_POOL_MAX];
@@ -249,14 +252,28 @@ static void refuse_plain_http(struct loop *l, struct pending *p)
 	int cport = 0;
 	struct cm_access_entry e = {0};
 
+	char head[512], method[32] = "", target[400] = "", *q;
+	ssize_t got = recv(p->src.fd, head, sizeof(head) - 1, MSG_PEEK | MSG_DONTWAIT);
+
+	/* The request line, for the log (GoAccess drops a line whose method and
+	 * stem are both "-"). */
+	if (got > 0) {
+		head[got] = '\0';
+		if (sscanf(head, "%31[A-Za-z] %399[^ \r\n]", method, target) < 2)
+			method[0] = target[0] = '\0';
+	}
+	q = strchr(target, '?');
+	if (q != NULL)
+		*q++ = '\0';
 	if (n > 0)
 		(void)!send(p->src.fd, resp, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
 	sockaddr_ip(&p->addr, cip, sizeof(cip), &cport);
 	clock_gettime(CLOCK_REALTIME, &e.when);
 	e.s_ip = li->ip;
 	e.s_port = li->port;
-	e.method = NULL;
-	e.uri_stem = NULL;
+	e.method = method[0] ? method : NULL;
+	e.uri_stem = target[0] ? target : "/";
+	e.uri_query = q;
 	e.c_ip = cip;
 	e.status = 400;
 	e.substatus = 0;
@@ -372,6 +389,83 @@ static void sockaddr_ip(const struct sockaddr_storage *ss, char *ip, size_t len,
 	}
 }
 
+/* ---- connection and request lists (loop thread) ---- */
+
+void loop_track_conn(struct loop *l, struct conn *c, bool add)
+{
+	if (add) {
+		c->prev = NULL;
+		c->next = l->conns_list;
+		if (l->conns_list)
+			l->conns_list->prev = c;
+		l->conns_list = c;
+		return;
+	}
+	if (c->prev)
+		c->prev->next = c->next;
+	else if (l->conns_list == c)
+		l->conns_list = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->prev = c->next = NULL;
+}
+
+void loop_track_req(struct loop *l, struct req *r, bool add)
+{
+	if (add) {
+		r->prev = NULL;
+		r->next = l->reqs;
+		if (l->reqs)
+			l->reqs->prev = r;
+		l->reqs = r;
+		return;
+	}
+	if (r->prev)
+		r->prev->next = r->next;
+	else if (l->reqs == r)
+		l->reqs = r->next;
+	if (r->next)
+		r->next->prev = r->prev;
+	r->prev = r->next = NULL;
+}
+
+/* Slow senders: the TLS handshake and each request head must be complete
+ * by their deadline, however slowly the bytes trickle in (MHD's own timeout
+ * restarts with every byte). Shutting the socket down makes MHD close it. */
+static void sweep_heads(struct loop *l, double now)
+{
+	for (struct conn *c = l->conns_list; c != NULL; c = c->next) {
+		if (c->head_deadline > 0 && c->head_deadline <= now) {
+			const union MHD_ConnectionInfo *ci =
+				MHD_get_connection_info(c->mhd, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+			c->head_deadline = 0;
+			if (ci != NULL) {
+				logmsg("info", "closing %s: request head not complete in time", c->client_ip);
+				shutdown(ci->connect_fd, SHUT_RDWR);
+			}
+		}
+	}
+}
+
+/* Before MHD_stop_daemon: no connection may stay suspended. */
+static void release_suspended(struct loop *l)
+{
+	for (struct req *r = l->reqs; r != NULL; r = r->next) {
+		if (r->suspended == SUSP_NONE)
+			continue;
+		r->client_gone = true;
+		loop_watch_hangup(l, r, false);
+		proxy_abort(r);
+		r->suspended = SUSP_NONE;
+		MHD_resume_connection(r->mhd);
+	}
+	for (int round = 0; round < 8; round++)
+		for (size_t i = 0; i < l->srv->n_listeners; i++)
+			if (l->mhd[i] != NULL)
+				MHD_run(l->mhd[i]);
+}
+
 /* ---- the loop ---- */
 
 static void *loop_main(void *arg)
@@ -394,6 +488,10 @@ static void *loop_main(void *arg)
 		for (size_t i = 0; i < l->srv->n_listeners; i++)
 			if (MHD_get_timeout(l->mhd[i], &mt) == MHD_YES && (long long)mt < timeout)
 				timeout = (int)mt;
+		if (l->rerun_mhd) {
+			l->rerun_mhd = false;
+			timeout = 0;
+		}
 		n = epoll_wait(l->epfd, evs, (int)(sizeof(evs) / sizeof(evs[0])), timeout);
 		for (int i = 0; i < n; i++) {
 			struct evsrc *src = evs[i].data.ptr;
@@ -432,8 +530,9 @@ static void *loop_main(void *arg)
 		}
 		for (size_t i = 0; i < l->srv->n_listeners; i++)
 			MHD_run(l->mhd[i]);
-		if (now - last_sweep >= 500) {
+		if (now - last_sweep >= 250) {
 			sweep_pending(l, now);
+			sweep_heads(l, now);
 			last_sweep = now;
 		}
 	}
@@ -535,9 +634,12 @@ void loop_wake(struct loop *l)
 {
 	uint64_t one = 1;
 
-	/* On its own thread the loop runs MHD_run before it sleeps again. */
-	if (current_loop == l)
+	/* On its own thread: MHD_run must run again before the loop sleeps
+	 * (an MHD_run in progress does not see a resume made inside it). */
+	if (current_loop == l) {
+		l->rerun_mhd = true;
 		return;
+	}
 	(void)!write(l->wakefd, &one, sizeof(one));
 }
 
@@ -565,6 +667,9 @@ void loop_free(struct loop *l)
 		close(p->src.fd);
 		free(p);
 	}
+	current_loop = l; /* the loop thread is gone: this thread acts for it */
+	if (l->mhd != NULL)
+		release_suspended(l);
 	/* MHD first: completing requests remove their curl handles. */
 	for (size_t i = 0; l->mhd != NULL && i < l->srv->n_listeners; i++)
 		if (l->mhd[i] != NULL)

@@ -227,6 +227,37 @@ oom:
 	return CTL_EXIT_USAGE;
 }
 
+/* One change in the log, as it is made (or planned, in a dry run). */
+static void log_change(struct run *r, const struct cm_pub_change *c)
+{
+	const char *attr = cm_inventory_cert_attr(r->s.cfg);
+	char *dn = clean(r->inv.accounts[c->account].dn), *subj = clean(c->subject);
+	char *why = clean(c->reason), *error = c->error ? clean(c->error) : NULL;
+
+	log_line(&r->log, "%s%s %s sha256=%s dn=\"%s\" subject=\"%s\": %s%s%s; why: %s",
+		 r->dry_run ? "would " : "", c->action == CM_PUB_ADD ? "add" : "delete", attr,
+		 c->sha256, dn ? dn : "", subj ? subj : "",
+		 r->dry_run ? "dry run, not written" : cm_pub_result_name(c->result),
+		 error ? ": " : "", error ? error : "", why ? why : "");
+	free(dn);
+	free(subj);
+	free(why);
+	free(error);
+}
+
+static void log_notices(struct run *r)
+{
+	for (size_t i = 0; i < r->notes.n; i++) {
+		const struct notice *n = &r->notes.v[i];
+		char *file = n->file ? clean(n->file) : NULL, *msg = clean(n->message);
+
+		log_line(&r->log, "%s%s%s%s", n->error ? "error: " : "warning: ", file ? file : "",
+			 file ? ": " : "", msg ? msg : "");
+		free(file);
+		free(msg);
+	}
+}
+
 /* Applies the plan in order; an outage stops the run (the rest is skipped). */
 static void apply(struct run *r)
 {
@@ -245,11 +276,13 @@ static void apply(struct run *r)
 		if (outage) {
 			c->result = CM_PUB_SKIPPED;
 			c->error = strdup("not attempted: the directory became unavailable");
+			log_change(r, c);
 			continue;
 		}
 		if (c->why == CM_PUB_WHY_REPLACED && add_failed_account == c->account) {
 			c->result = CM_PUB_SKIPPED;
 			c->error = strdup("kept: its replacement could not be added");
+			log_change(r, c);
 			continue;
 		}
 		st = cm_dir_modify_values(r->s.dir, a->dn, attr,
@@ -275,6 +308,7 @@ static void apply(struct run *r)
 		}
 		if (c->result == CM_PUB_FAILED && c->action == CM_PUB_ADD)
 			add_failed_account = c->account;
+		log_change(r, c);
 	}
 }
 
@@ -301,36 +335,6 @@ static void count_results(struct run *r)
 			r->skipped++;
 			break;
 		}
-	}
-}
-
-static void log_changes(struct run *r)
-{
-	const char *attr = cm_inventory_cert_attr(r->s.cfg);
-
-	for (size_t i = 0; i < r->plan.n; i++) {
-		const struct cm_pub_change *c = &r->plan.v[i];
-		char *dn = clean(r->inv.accounts[c->account].dn), *subj = clean(c->subject);
-		char *why = clean(c->reason), *error = c->error ? clean(c->error) : NULL;
-
-		log_line(&r->log, "%s%s %s sha256=%s dn=\"%s\" subject=\"%s\": %s%s%s; why: %s",
-			 r->dry_run ? "would " : "", c->action == CM_PUB_ADD ? "add" : "delete", attr,
-			 c->sha256, dn ? dn : "", subj ? subj : "",
-			 r->dry_run ? "dry run, not written" : cm_pub_result_name(c->result),
-			 error ? ": " : "", error ? error : "", why ? why : "");
-		free(dn);
-		free(subj);
-		free(why);
-		free(error);
-	}
-	for (size_t i = 0; i < r->notes.n; i++) {
-		const struct notice *n = &r->notes.v[i];
-		char *file = n->file ? clean(n->file) : NULL, *msg = clean(n->message);
-
-		log_line(&r->log, "%s%s%s%s", n->error ? "error: " : "warning: ", file ? file : "",
-			 file ? ": " : "", msg ? msg : "");
-		free(file);
-		free(msg);
 	}
 }
 
@@ -579,10 +583,13 @@ int ctl_publish(int argc, char **argv)
 		notice_add(&r.notes, false, NULL, r.s.group_dn,
 			   "the group has no members: --prune removes every managed certificate "
 			   "in the directory");
+	log_notices(&r);
 	if (!r.dry_run)
 		apply(&r);
+	else
+		for (size_t i = 0; i < r.plan.n; i++)
+			log_change(&r, &r.plan.v[i]);
 	count_results(&r);
-	log_changes(&r);
 	if (r.json)
 		print_json(&r);
 	else

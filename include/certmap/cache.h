@@ -66,6 +66,10 @@ typedef void (*cm_cache_ready_fn)(void *arg, struct cm_verdict *v);
 
 enum cm_cache_status cm_cache_get(struct cm_cache *cache, const unsigned char key[CM_CACHE_KEY_BYTES],
 				  struct cm_verdict **out, cm_cache_ready_fn fn, void *arg);
+/* A ready, unexpired verdict for key (new reference), or NULL. No side
+ * effects: a miss registers nothing. */
+struct cm_verdict *cm_cache_peek(struct cm_cache *cache, const unsigned char key[CM_CACHE_KEY_BYTES]);
+
 /* Stores v (unless it must not be cached) and calls the waiters. not_after:
  * the leaf's notAfter (0 = unknown). Does not take the caller's reference. */
 void cm_cache_put(struct cm_cache *cache, const unsigned char key[CM_CACHE_KEY_BYTES],

@@ -17,7 +17,11 @@ Usage (Python):
 Both classes are context managers (``with SambaAD(d) as ad:`` starts, seeds and stops) and share:
 ``uris``, ``base_dn``, ``bind_dn``, ``bind_password_file``, ``ca_file``, ``pid``, ``dialect``,
 ``info()`` (a JSON-able dict), ``user_dn(name)``, ``group_dn(name)``, ``search(...)``,
-``modify_user_certs(name, add=[...], delete=[...])``, ``set_member(group, member, present)``.
+``modify_user_certs(name, add=[...], delete=[...])``, ``set_member(group, member, present)``,
+``add_users(names, group=None, certs=None)`` (bulk accounts, e.g. 10,000 for benchmarks).
+SambaAD also has ``object_sid(name)`` and ``add_aces([(name or DN, sddl_ace), ...])`` (e.g. write
+rights on userCertificate for svc-certmap); ``Slapd(..., extra_db_config=...)`` puts slapd.conf
+lines (ACLs, limits) before the default access rules.
 
 Samba AD listens on the fixed ports 389/636 (and 88): it must run inside a private network
 namespace -- run the tests (or the CLI) under ``tests/integration/netns-run`` (root), which

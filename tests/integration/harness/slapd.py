@@ -7,7 +7,8 @@ Tree (seed()): dc=lab,dc=test; cn=svc-certmap,dc=lab,dc=test (the bind account);
 ou=people: inetOrgPerson uid=<name> (cn, sn, mail, userPassword, userCertificate;binary);
 ou=groups: groupOfNames cn=<group> (member DNs; nested groups are members; the memberof
 overlay maintains memberOf). ACLs: the rootDSE is public; svc-certmap reads everything but
-passwords; a user reads its own entry; anonymous reads nothing else.
+passwords; a user reads its own entry; anonymous reads nothing else. extra_db_config (constructor)
+adds lines before those rules, e.g. write rights on userCertificate or size limits for svc-certmap.
 """
 
 import base64
