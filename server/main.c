@@ -382,6 +382,13 @@ static int serve(struct server *srv)
 		atomic_store(&srv->draining, true);
 		for (int i = 0; i < srv->n_loops; i++)
 			loop_stop_accepting(srv->loops[i]);
+		/* New clients are refused at once instead of waiting in the backlog. */
+		for (size_t i = 0; i < srv->n_listeners; i++) {
+			if (srv->listeners[i].fd >= 0) {
+				close(srv->listeners[i].fd);
+				srv->listeners[i].fd = -1;
+			}
+		}
 		logmsg("info", "draining %ld requests", atomic_load(&srv->requests_in_flight));
 		while (atomic_load(&srv->requests_in_flight) > 0 && cm_now_ms() < deadline) {
 			struct timespec ts = {0, 50 * 1000 * 1000};

@@ -11,13 +11,30 @@
   summarize --runs F --out OUT [--set K=V]...
                                 medians per proxy and test, ratios certmapd/nginx, a table
   certmapd-config ...           HOOK: writes a certmapd config equivalent to bench/nginx/proxy.conf.in
+  storm-certs --pki P --count N --cache C
+                                N distinct user certificates (mkcerts.py), cached in
+                                C/storm-<hash of the issuing CA and mkcerts.py>/<N>; prints the dir
+  storm-accounts --slapd-info F --cert-dir D [--config F]
+                                one account per certificate in D (one ldapadd; direct member of
+                                the config's required groups, if any); needs the harness on
+                                PYTHONPATH
+  slapd-srch LOGFILE [--since-byte N]
+                                searches slapd logged (loglevel 256 "SRCH base=" lines) from byte
+                                N on, as JSON: srch (all), srch_cert (filter on userCertificate),
+                                etime_ms p50/p99/max/sum of their results, bytes (the log's size)
+  metrics URL                   certmapd's /metrics: decisions and cache lookups, as JSON
 """
 import argparse
+import hashlib
 import json
 import os
+import shutil
 import socket
 import statistics
+import subprocess
 import sys
+import time
+import urllib.request
 
 
 def cmd_freeport(_a):
@@ -111,6 +128,12 @@ METRICS = [
     ("upload_peak_rss_kib", "upload", lambda r: r["peak_rss_kib"], "KiB", False),
     ("upload_rss_growth_kib", "upload", lambda r: r["peak_rss_delta_kib"], "KiB", False),
     ("upload_mib_per_s", "upload", lambda r: r["loadgen"]["upload"]["mib_per_s"], "MiB/s", True),
+    ("storm_all_answered_s", "storm", lambda r: r["loadgen"]["storm"]["all_answered_ms"] / 1e3,
+     "s", False),
+    ("storm_handshakes_per_s", "storm", lambda r: r["loadgen"]["handshakes"]["per_s"], "/s", True),
+    ("storm_status_200", "storm", lambda r: r["loadgen"]["status"].get("200", 0), "", True),
+    ("storm_decisions", "storm", lambda r: r["directory"]["decisions"], "", False),
+    ("storm_slapd_searches", "storm", lambda r: r["directory"]["slapd_srch_cert"], "", False),
 ]
 
 
@@ -173,6 +196,23 @@ def cmd_summarize(a):
             ratio = result["ratios_certmapd_over_nginx"].get(name)
             row += f"{'-' if ratio is None else format(ratio, '.3f'):>16}"
         print(row + ("  higher" if hib else "  lower"))
+    for r in runs:
+        if r["test"] != "storm" or not r.get("loadgen"):
+            continue
+        lg = r["loadgen"]
+        line = (f"storm round {r['round']} {r['proxy']}: {lg['connections']} connections, "
+                f"{lg['identities']} identities: status {json.dumps(lg['status'], sort_keys=True)}"
+                f", errors {lg['errors']}, all answered in {lg['storm']['all_answered_ms'] / 1e3:.2f} s"
+                f", {lg['handshakes']['per_s']:.0f} handshakes/s")
+        d = r.get("directory")
+        if d:
+            line += (f"; decisions {d['decisions']} {json.dumps(d['decisions_by_reason'], sort_keys=True)}"
+                     f", cache miss {d['cache_miss']} coalesced {d['cache_coalesced']}"
+                     f" hit {d['cache_hit']}, slapd SRCH {d['slapd_srch']}"
+                     f" (userCertificate {d['slapd_srch_cert']}, etime ms"
+                     f" {json.dumps(d.get('slapd_etime_ms'), sort_keys=True)})"
+                     f", certmapd directory time {d.get('directory_latency_sum_s')} s")
+        print(line)
     if errors:
         print(f"loadgen errors: {json.dumps(errors, sort_keys=True)}")
     print(f"results: {a.out}")
@@ -208,9 +248,136 @@ def cmd_certmapd_config(a):
         "logging": {"access_log": a.access_log, "audit_log": None},
         "server": {"threads": a.threads, "tls_session_tickets": True},
     }
+    if a.admin_port:
+        cfg["admin"] = {"address": "127.0.0.1", "port": a.admin_port}
     with open(a.out, "w") as f:
         json.dump(cfg, f, indent=1)
         f.write("\n")
+
+
+def cmd_storm_certs(a):
+    """Generation takes ~1.5 s for 2,000 (EC P-256, python3-cryptography); the cache makes reruns
+    instant. Keyed by the issuing CA (certificate + key) and mkcerts.py, so new fixtures or a
+    changed generator give a new set."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    mk = os.path.join(here, "mkcerts.py")
+    ca_cert = os.path.join(a.pki, "issuing-ca.pem")
+    ca_key = os.path.join(a.pki, "issuing-ca.key")
+    h = hashlib.sha256()
+    for p in (ca_cert, ca_key, mk):
+        with open(p, "rb") as f:
+            h.update(hashlib.sha256(f.read()).digest())
+    base = os.path.join(a.cache, "storm-" + h.hexdigest()[:16])
+    out = os.path.join(base, str(a.count))
+    if os.path.exists(os.path.join(out, ".complete")):
+        print(out)
+        return 0
+    os.makedirs(base, exist_ok=True)
+    tmp = f"{out}.tmp.{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, mk, "--ca-cert", ca_cert, "--ca-key", ca_key, "--out", tmp,
+                        "--count", str(a.count), "--prefix", "storm-"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        print(f"benchlib: mkcerts.py failed: {r.stderr.strip()}", file=sys.stderr)
+        return 1
+    open(os.path.join(tmp, ".complete"), "w").close()
+    shutil.rmtree(out, ignore_errors=True)
+    os.rename(tmp, out)
+    print(f"benchlib: {a.count} certificates generated in {time.monotonic() - t0:.1f} s: {out}",
+          file=sys.stderr)
+    print(out)
+    return 0
+
+
+def cmd_storm_accounts(a):
+    """One inetOrgPerson per NAME.pem in the directory (uid = NAME, userCertificate;binary = the
+    certificate), in one ldapadd (harness Slapd.add_users), then direct membership in the
+    required groups of the certmapd config, if it names any."""
+    from harness import Slapd  # tests/integration on PYTHONPATH
+
+    with open(a.slapd_info) as f:
+        info = json.load(f)
+    names = sorted(n[:-4] for n in os.listdir(a.cert_dir) if n.endswith(".pem"))
+    d = Slapd(workdir=info["workdir"], port=info["port"], ldaps_port=info["ldaps_port"])
+    groups = []
+    if a.config:
+        with open(a.config) as f:
+            groups = (json.load(f).get("authorization") or {}).get("required_groups") or []
+    t0 = time.monotonic()
+    certs = {n: [os.path.join(a.cert_dir, n + ".pem")] for n in names}
+    first = None
+    suffix = ",ou=groups," + d.base_dn
+    # add_users takes a group name under ou=groups (created when missing)
+    for g in groups:
+        if g.lower().startswith("cn=") and g.lower().endswith(suffix.lower()):
+            first = g[3:len(g) - len(suffix)]
+            break
+    dns = d.add_users(names, group=first, certs=certs)
+    for g in groups:
+        if first is not None and g.lower() == d.group_dn(first).lower():
+            continue
+        text = "dn: %s\nchangetype: modify\nadd: member\n" % g
+        text += "".join("member: %s\n" % dn for dn in dns) + "-\n"
+        d.ldapmodify(text, ok_codes=(0, 20))
+    print(f"benchlib: {len(names)} storm accounts added in {time.monotonic() - t0:.1f} s"
+          + (f" (member of {', '.join(groups)})" if groups else ""), file=sys.stderr)
+    return 0
+
+
+def cmd_slapd_srch(a):
+    srch = cert = 0
+    etimes = []
+    with open(a.log, "rb") as f:
+        f.seek(a.since_byte)
+        data = f.read()
+    end = data.rfind(b"\n") + 1  # whole lines only
+    for line in data[:end].splitlines():
+        if b" SRCH base=" in line:
+            srch += 1
+            if b'filter="(usercertificate' in line.lower():
+                cert += 1
+        elif b" SEARCH RESULT " in line and b" etime=" in line:
+            try:
+                etimes.append(float(line.split(b" etime=", 1)[1].split()[0]) * 1e3)
+            except (ValueError, IndexError):
+                pass
+    etimes.sort()
+    pct = (lambda q: round(etimes[min(len(etimes) - 1, int(len(etimes) * q))], 3)) if etimes else (
+        lambda q: None)
+    print(json.dumps({"srch": srch, "srch_cert": cert, "bytes": a.since_byte + end,
+                      "etime_ms": {"p50": pct(0.5), "p99": pct(0.99),
+                                   "max": round(etimes[-1], 3) if etimes else None,
+                                   "sum": round(sum(etimes), 1)}}))
+
+
+def cmd_metrics(a):
+    with urllib.request.urlopen(a.url, timeout=5) as resp:
+        text = resp.read().decode()
+    out = {"decisions": 0, "decisions_by_reason": {}, "cache_hit": 0, "cache_miss": 0,
+           "cache_coalesced": 0, "directory_lookups": 0}
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name, _, value = line.rpartition(" ")
+        try:
+            v = int(float(value))
+        except ValueError:
+            continue
+        if name.startswith("certmap_decisions_total{"):
+            reason = name.split('reason="', 1)[1].split('"', 1)[0]
+            out["decisions"] += v
+            out["decisions_by_reason"][reason] = out["decisions_by_reason"].get(reason, 0) + v
+        elif name.startswith("certmap_cache_lookups_total{"):
+            res = name.split('result="', 1)[1].split('"', 1)[0]
+            out["cache_" + res] = v
+        elif name == "certmap_directory_latency_seconds_count":
+            out["directory_lookups"] = v
+        elif name == "certmap_directory_latency_seconds_sum":
+            out["directory_latency_sum_s"] = round(float(value), 3)
+    print(json.dumps(out, sort_keys=True))
 
 
 def main():
@@ -241,7 +408,25 @@ def main():
         p.add_argument("--" + k, required=True)
     for k in ("port", "upstream-port", "threads"):
         p.add_argument("--" + k, type=int, required=True)
+    p.add_argument("--admin-port", type=int, default=0)
     p.set_defaults(fn=cmd_certmapd_config)
+    p = sub.add_parser("storm-certs")
+    p.add_argument("--pki", required=True)
+    p.add_argument("--count", type=int, required=True)
+    p.add_argument("--cache", required=True)
+    p.set_defaults(fn=cmd_storm_certs)
+    p = sub.add_parser("storm-accounts")
+    p.add_argument("--slapd-info", required=True)
+    p.add_argument("--cert-dir", required=True)
+    p.add_argument("--config")
+    p.set_defaults(fn=cmd_storm_accounts)
+    p = sub.add_parser("slapd-srch")
+    p.add_argument("log")
+    p.add_argument("--since-byte", type=int, default=0)
+    p.set_defaults(fn=cmd_slapd_srch)
+    p = sub.add_parser("metrics")
+    p.add_argument("url")
+    p.set_defaults(fn=cmd_metrics)
     a = ap.parse_args()
     return a.fn(a) or 0
 
