@@ -526,17 +526,6 @@ static int key_object(struct loader *ld, json_t *obj, const char *parent, const 
 
 /* ---- DNs and URLs --------------------------------------------------------- */
 
-static int hex_digit(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 static bool is_dc_type(const char *t, size_t n)
 {
 	static const char dc_oid[] = "0.9.2342.19200300.100.1.25";
@@ -581,8 +570,8 @@ static int parse_dn(const char *dn, char **dns)
 			bool escaped = *p == '\\';
 
 			if (escaped) {
-				int h = hex_digit((unsigned char)p[1]);
-				int l = h < 0 ? -1 : hex_digit((unsigned char)p[2]);
+				int h = cm_hex_value((unsigned char)p[1]);
+				int l = h < 0 ? -1 : cm_hex_value((unsigned char)p[2]);
 
 				if (h >= 0 && l >= 0) {
 					c = h * 16 + l;

@@ -4,20 +4,11 @@
  */
 #include "certmap/http.h"
 
+#include "certmap/util.h"
+
 #include <ctype.h>
 #include <string.h>
 #include <strings.h>
-
-static int hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
 
 static bool unreserved(int c)
 {
@@ -56,8 +47,8 @@ int cm_http_normalize_path(const char *path, size_t len, char *out, size_t outle
 				*why = "truncated percent-escape";
 				return -1;
 			}
-			h = hexval((unsigned char)path[i + 1]);
-			l = hexval((unsigned char)path[i + 2]);
+			h = cm_hex_value((unsigned char)path[i + 1]);
+			l = cm_hex_value((unsigned char)path[i + 2]);
 			if (h < 0 || l < 0) {
 				*why = "bad percent-escape";
 				return -1;

@@ -149,6 +149,17 @@ void cm_secret_free(char *secret)
 	free(secret);
 }
 
+int cm_hex_value(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
 void cm_hex_lower(const unsigned char *in, size_t len, char *out)
 {
 	static const char digits[] = "0123456789abcdef";

@@ -44,19 +44,6 @@ static void check_usage(FILE *f)
 		"exit status: 0 allow, 1 deny, 2 usage or configuration error\n");
 }
 
-static int parse_time(const char *s, time_t *out)
-{
-	struct tm tm;
-	const char *end;
-
-	memset(&tm, 0, sizeof(tm));
-	end = strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm);
-	if (end == NULL || *end != '\0')
-		return -1;
-	*out = timegm(&tm);
-	return 0;
-}
-
 static void print_human(const struct cm_decision *d, const char *config, bool trace)
 {
 	const char *name = d->user && d->user->name ? d->user->name : NULL;
@@ -165,7 +152,7 @@ int ctl_check(int argc, char **argv)
 		case 'j': json = true; break;
 		case 't': trace = true; break;
 		case 'a':
-			if (parse_time(optarg, &now) != 0) {
+			if (ctl_parse_time(optarg, &now) != 0) {
 				fprintf(stderr, "certmapctl check: --at: expected ISO 8601 UTC like 2030-01-01T00:00:00Z, got '%s'\n", optarg);
 				return CTL_EXIT_USAGE;
 			}
