@@ -4,11 +4,11 @@
  */
 #include "certmap/http.h"
 
-#include "certmap/util.h"
-
 #include <ctype.h>
 #include <string.h>
 #include <strings.h>
+
+#include "certmap/util.h"
 
 static bool unreserved(int c)
 {
