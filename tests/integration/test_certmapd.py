@@ -1159,3 +1159,85 @@ class GoAccess(CertmapdCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+# ------------------------------------------------------------------------------------------
+# 14. Operations: certmapd -t, secret files, privilege drop
+
+
+class Operations(unittest.TestCase):
+    def make(self, name, overrides=None):
+        return Certmapd(SCRATCH.path, name, AD, UP.url, overrides or {})
+
+    def config_test(self, d):
+        return subprocess.run([str(CERTMAPD), "-t", "--config", str(d.config_path)],
+                              capture_output=True, text=True, timeout=60)
+
+    def test_config_test_ok(self):
+        d = self.make("ops-ok")
+        r = self.config_test(d)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.strip(), "%s: configuration OK" % d.config_path)
+
+    def test_config_test_reports_every_error_with_its_path(self):
+        d = self.make("ops-bad", {"server": {"threads": "many"}, "upstream": {"urll": "x"},
+                                  "errors": "loud"})
+        r = self.config_test(d)
+        self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+        lines = r.stderr.strip().splitlines()
+        for frag in ("$.server.threads: expected", "$.upstream.urll: unknown key",
+                     "$.errors: expected"):
+            self.assertTrue(any(l.startswith("%s: %s" % (d.config_path, frag)) for l in lines),
+                            (frag, lines))
+
+    def test_key_readable_by_others_is_refused(self):
+        d = self.make("ops-key")
+        os.chmod(d.key, 0o644)
+        r = self.config_test(d)
+        self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+        self.assertIn("$.listen[0].key", r.stderr)
+        self.assertIn("readable by group or others", r.stderr)
+        # and the daemon itself refuses to start with it
+        p = subprocess.run([str(CERTMAPD), "--config", str(d.config_path)], capture_output=True,
+                           text=True, timeout=60)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("mode 0644", p.stderr)
+
+    def test_certificate_and_key_must_match(self):
+        d = self.make("ops-pair")
+        other = d.dir / "alice.key"
+        shutil.copy(PKI / "alice.key", other)
+        os.chmod(other, 0o600)
+        cfg = d.config
+        cfg["listen"][0]["key"] = str(other)
+        d.write_config(cfg)
+        r = self.config_test(d)
+        self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+        self.assertIn("do not load as a pair", r.stderr)
+
+    def test_privilege_drop(self):
+        """With "user", every thread runs as that user after binding; logs it may write stay
+        usable, and requests are served."""
+        import pwd
+        try:
+            nobody = pwd.getpwnam("nobody")
+        except KeyError:
+            skip_or_fail("no user 'nobody'")
+        d = self.make("ops-user", {"user": "nobody"})
+        os.chmod(d.dir, 0o777)  # the access and audit logs are created before the switch
+        d.start()
+        try:
+            tasks = os.listdir("/proc/%d/task" % d.pid)
+            self.assertGreater(len(tasks), 2)
+            for t in tasks:
+                status = open("/proc/%d/task/%s/status" % (d.pid, t)).read()
+                uid = [l for l in status.splitlines() if l.startswith("Uid:")][0].split()[1:]
+                gid = [l for l in status.splitlines() if l.startswith("Gid:")][0].split()[1:]
+                self.assertEqual(set(uid), {str(nobody.pw_uid)}, (t, uid))
+                self.assertEqual(set(gid), {str(nobody.pw_gid)}, (t, gid))
+                groups = [l for l in status.splitlines() if l.startswith("Groups:")][0]
+                self.assertEqual(groups.split()[1:], [], groups)
+            a = d.curl(EAS + "?t=" + tag(), cert="alice.pem")
+            self.assertEqual(a.status, 200, a)
+        finally:
+            d.stop()
