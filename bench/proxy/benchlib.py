@@ -6,6 +6,7 @@
   rss PID...                    sum of VmRSS, KiB
   hwm-reset PID...              reset the peak-RSS counters (echo 5 > /proc/PID/clear_refs)
   hwm PID...                    sum of VmHWM (peak RSS since the reset), KiB
+  cpu PID...                    sum of CPU time (user + system), seconds
   record --file F --proxy P --round N --test T [--set K=V]...
                                 stdin = certmap-loadgen output; appends one JSON line to F
   summarize --runs F --out OUT [--set K=V]...
@@ -23,6 +24,9 @@
                                 N on, as JSON: srch (all), srch_cert (filter on userCertificate),
                                 etime_ms p50/p99/max/sum of their results, bytes (the log's size)
   metrics URL                   certmapd's /metrics: decisions and cache lookups, as JSON
+  access-times LOG --since-byte N
+                                certmapd access log lines from byte N on: count, time-taken
+                                (request head -> response sent) p50/p90/p99/max ms, bytes
 """
 import argparse
 import hashlib
@@ -79,6 +83,19 @@ def cmd_rss(a):
 
 def cmd_hwm(a):
     print(sum(status_kib(p, "VmHWM") for p in a.pids))
+
+
+def cmd_cpu(a):
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in a.pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    print(round(total / tick, 2))
 
 
 def cmd_hwm_reset(a):
@@ -203,7 +220,8 @@ def cmd_summarize(a):
         line = (f"storm round {r['round']} {r['proxy']}: {lg['connections']} connections, "
                 f"{lg['identities']} identities: status {json.dumps(lg['status'], sort_keys=True)}"
                 f", errors {lg['errors']}, all answered in {lg['storm']['all_answered_ms'] / 1e3:.2f} s"
-                f", {lg['handshakes']['per_s']:.0f} handshakes/s")
+                f", {lg['handshakes']['per_s']:.0f} handshakes/s, CPU s: proxy {r.get('proxy_cpu_s')}"
+                + (f" slapd {r['slapd_cpu_s']}" if "slapd_cpu_s" in r else ""))
         d = r.get("directory")
         if d:
             line += (f"; decisions {d['decisions']} {json.dumps(d['decisions_by_reason'], sort_keys=True)}"
@@ -211,7 +229,8 @@ def cmd_summarize(a):
                      f" hit {d['cache_hit']}, slapd SRCH {d['slapd_srch']}"
                      f" (userCertificate {d['slapd_srch_cert']}, etime ms"
                      f" {json.dumps(d.get('slapd_etime_ms'), sort_keys=True)})"
-                     f", certmapd directory time {d.get('directory_latency_sum_s')} s")
+                     f", certmapd directory time {d.get('directory_latency_sum_s')} s"
+                     f", time-taken ms {json.dumps(r.get('time_taken_ms'), sort_keys=True)}")
         print(line)
     if errors:
         print(f"loadgen errors: {json.dumps(errors, sort_keys=True)}")
@@ -353,6 +372,23 @@ def cmd_slapd_srch(a):
                                    "sum": round(sum(etimes), 1)}}))
 
 
+def cmd_access_times(a):
+    with open(a.log, "rb") as f:
+        f.seek(a.since_byte)
+        data = f.read()
+    end = data.rfind(b"\n") + 1
+    ms = []
+    for line in data[:end].splitlines():
+        try:
+            ms.append(int(line.rsplit(None, 1)[1]))  # W3C: time-taken (ms) is the last field
+        except (IndexError, ValueError):
+            pass
+    ms.sort()
+    pct = (lambda q: ms[min(len(ms) - 1, int(len(ms) * q))]) if ms else (lambda q: None)
+    print(json.dumps({"count": len(ms), "p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99),
+                      "max": ms[-1] if ms else None, "bytes": a.since_byte + end}))
+
+
 def cmd_metrics(a):
     with urllib.request.urlopen(a.url, timeout=5) as resp:
         text = resp.read().decode()
@@ -387,7 +423,8 @@ def main():
     p = sub.add_parser("procs")
     p.add_argument("pid", type=int)
     p.set_defaults(fn=cmd_procs)
-    for name, fn in (("rss", cmd_rss), ("hwm", cmd_hwm), ("hwm-reset", cmd_hwm_reset)):
+    for name, fn in (("rss", cmd_rss), ("hwm", cmd_hwm), ("hwm-reset", cmd_hwm_reset),
+                     ("cpu", cmd_cpu)):
         p = sub.add_parser(name)
         p.add_argument("pids", type=int, nargs="+")
         p.set_defaults(fn=fn)
@@ -424,6 +461,10 @@ def main():
     p.add_argument("log")
     p.add_argument("--since-byte", type=int, default=0)
     p.set_defaults(fn=cmd_slapd_srch)
+    p = sub.add_parser("access-times")
+    p.add_argument("log")
+    p.add_argument("--since-byte", type=int, default=0)
+    p.set_defaults(fn=cmd_access_times)
     p = sub.add_parser("metrics")
     p.add_argument("url")
     p.set_defaults(fn=cmd_metrics)
