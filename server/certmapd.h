@@ -44,6 +44,7 @@
 #define CMD_BUF_BYTES (64u * 1024u)         /* each direction of a proxied body */
 #define CMD_MAX_UPSTREAM_HEAD_BYTES (64u * 1024u)
 #define CMD_MAX_PENDING_ACCEPT 4096         /* sockets waiting for their first byte */
+#define CMD_ACCEPT_BURST 8                  /* accept() calls per listener wake-up */
 
 /* Tag of every epoll registration of a loop (epoll_event.data.ptr). */
 enum evkind { EV_WAKE, EV_LISTEN, EV_MHD, EV_PENDING, EV_CURL, EV_HUP };
@@ -125,7 +126,6 @@ struct conn {
 	unsigned char **chain_der; /* leaf first; copied from GnuTLS */
 	size_t *chain_len;
 	size_t chain_n;
-	time_t not_after; /* of the leaf, for the cache */
 	/* last verdict on this connection, valid for (gen_id, key) */
 	unsigned long memo_gen;
 	unsigned char memo_key[CM_CACHE_KEY_BYTES];

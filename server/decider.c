@@ -40,6 +40,7 @@ static void decide(struct decider *d, int idx, struct req *r)
 	};
 	struct cm_decision dec;
 	struct cm_verdict *v;
+	time_t not_after = 0;
 
 	cm_engine_decide(engine, &creq, &dec);
 	v = cm_verdict_from_decision(&dec, g->cfg->directory.netbios_domain);
@@ -52,10 +53,17 @@ static void decide(struct decider *d, int idx, struct req *r)
 		logmsg("info", "request %s from %s: %s %d.%d%s%s", r->id, c->client_ip,
 		       cm_reason_name(dec.reason), dec.status, dec.substatus,
 		       dec.detail ? ": " : "", dec.detail ? dec.detail : "");
+	if (dec.has_cert && dec.cert.not_after[0] != '\0') {
+		struct tm tm;
+
+		memset(&tm, 0, sizeof(tm));
+		if (strptime(dec.cert.not_after, "%Y-%m-%dT%H:%M:%SZ", &tm) != NULL)
+			not_after = timegm(&tm); /* the cache never outlives the certificate */
+	}
 	cm_decision_free(&dec);
 	r->decided_now = true;
 	if (v != NULL)
-		cm_cache_put(g->cache, r->key, v, c->not_after);
+		cm_cache_put(g->cache, r->key, v, not_after);
 	front_finish_decision(r, v); /* takes our reference */
 }
 

@@ -21,7 +21,6 @@
 #include <strings.h>
 
 #include <openssl/evp.h>
-#include <openssl/x509.h>
 
 #include "certmap/http.h"
 #include "certmapd.h"
@@ -127,15 +126,8 @@ static void conn_load_chain(struct conn *c, struct MHD_Connection *connection)
 		c->chain_len[i] = peers[i].size;
 		c->chain_n++;
 	}
-	if (c->chain_n > 0) {
-		const unsigned char *p = c->chain_der[0];
-		X509 *x = d2i_X509(NULL, &p, (long)c->chain_len[0]);
-		struct tm tm;
-
-		if (x != NULL && ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) == 1)
-			c->not_after = timegm(&tm);
-		X509_free(x);
-	}
+	/* The leaf is parsed only when a decision is computed (decider.c), not
+	 * on every connection: most connections are answered from the cache. */
 }
 
 /* ---- requests ---- */

@@ -316,7 +316,9 @@ static void on_listen(struct loop *l, int li)
 	g = server_gen(l->srv);
 	timeout_s = g->cfg->server.handshake_timeout_s;
 	gen_unref(g);
-	for (int i = 0; i < 64; i++) {
+	/* A small burst per wake-up: requests already decided must not queue
+	 * behind hundreds of new handshakes (seen in the reconnect storm). */
+	for (int i = 0; i < CMD_ACCEPT_BURST; i++) {
 		struct pending *p;
 		struct sockaddr_storage addr;
 		socklen_t alen = sizeof(addr);
