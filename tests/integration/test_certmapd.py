@@ -1046,6 +1046,11 @@ class AdminAndCache(CertmapdCase):
                            upstream_url="http://127.0.0.1:%d" % closed_port())
         try:
             self.assertErrorPage(d.curl(EAS, cert="alice.pem"), 502, 3)
+            # requests are counted when certmapd completes them (with the access-log line),
+            # which may trail the client's receipt of the answer by a moment
+            wait_for(lambda: d.metrics().value("certmap_requests_total", status=502,
+                                               substatus=3) == 1, 3,
+                     what="certmap_requests_total{502,3} == 1")
             m = d.metrics()
             self.assertEqual(m.value("certmap_upstream_errors_total",
                                      reason="upstream_unavailable"), 1)
