@@ -635,94 +635,7 @@ static void add_failure(char *all, size_t size, const char *uri, const char *wha
 	snprintf(all + used, size - used, "%s%s: %s", used > 0 ? "; " : "", uri, what);
 }
 
-enum cm_dir_status cm_dir_search(struct cm_dir *dir, const char *base, enum cm_dir_scope scope,
-				 const char *filter, const char *const *attrs, size_t size_limit,
-				 struct cm_dir_result *out, struct cm_trace *trace,
-				 struct cm_err *err)
-{
-	const struct cm_strlist *uris;
-	struct search_req req = { base, scope, filter, attrs,
-				  size_limit > 0 ? size_limit : CM_DIR_MAX_ENTRIES };
-	char failures[CM_ERR_MAX_MSG] = "";
-	char shown[TRACE_FILTER_MAX + 64];
-	enum cm_dir_status status = CM_DIR_UNAVAILABLE;
-	bool reconnected = false;
-	size_t start, i;
-	double t0;
-
-	memset(out, 0, sizeof(*out));
-	if (dir == NULL || base == NULL || filter == NULL) {
-		cm_err_set(err, "directory: no directory handle");
-		return CM_DIR_UNAVAILABLE;
-	}
-	if (req.size_limit > INT32_MAX)
-		req.size_limit = INT32_MAX;
-	filter_for_trace(filter, shown, sizeof(shown));
-	pthread_mutex_lock(&dir->lock);
-	t0 = cm_now_ms();
-	uris = &dir->cfg->directory.uris;
-	start = dir->cur < uris->n ? dir->cur : 0;
-	for (i = 0; i < uris->n; i++) {
-		size_t idx = (start + i) % uris->n;
-		const char *uri = uris->v[idx];
-		char msg[FAILURE_MSG_MAX] = "";
-		size_t refs = 0;
-		int code = LDAP_SUCCESS;
-		bool fresh = false;
-		enum attempt a;
-
-		if (dir->ld == NULL || dir->cur != idx) {
-			close_handle(dir);
-			dir->ld = connect_uri(dir, idx, msg, sizeof(msg));
-			if (dir->ld == NULL) {
-				cm_trace_add(trace, "ldap: %s: %s", uri, msg);
-				add_failure(failures, sizeof(failures), uri, msg);
-				continue;
-			}
-			dir->cur = idx;
-			fresh = true;
-		}
-		a = search_once(dir, &req, out, &refs, &code, msg, sizeof(msg));
-		if (a == ATTEMPT_OK || a == ATTEMPT_NO_SUCH_OBJECT) {
-			cm_trace_add(trace, "ldap: %s: search %s (%s) %s: %s%zu entr%s%s%s%s", uri,
-				     base, scope_name(scope), shown,
-				     a == ATTEMPT_NO_SUCH_OBJECT ? "no such object, " : "",
-				     out->n_entries, out->n_entries == 1 ? "y" : "ies",
-				     out->truncated ? " (size limit reached)" : "",
-				     msg[0] != '\0' ? "; " : "", msg);
-			if (refs > 0)
-				cm_trace_add(trace, "ldap: %zu search reference%s ignored", refs,
-					     refs == 1 ? "" : "s");
-			status = a == ATTEMPT_OK ? CM_DIR_OK : CM_DIR_NO_SUCH_OBJECT;
-			goto done;
-		}
-		cm_dir_result_free(out);
-		cm_trace_add(trace, "ldap: %s: search %s (%s) %s failed: %s", uri, base,
-			     scope_name(scope), shown, msg);
-		add_failure(failures, sizeof(failures), uri, msg);
-		if (a == ATTEMPT_FATAL)
-			goto fail;
-		close_handle(dir);
-		if (!fresh && !reconnected && code == LDAP_SERVER_DOWN) {
-			/* a kept connection the server had closed (idle timeout):
-			 * one fresh connection to the same server before moving on */
-			reconnected = true;
-			dir->cur = idx;
-			i--; /* unsigned: wraps at 0, and the loop's i++ brings it back */
-			failures[0] = '\0';
-		}
-	}
-	dir->cur = start;
-fail:
-	cm_err_set(err, "directory unavailable: %s", failures[0] != '\0' ? failures : "no server");
-	status = CM_DIR_UNAVAILABLE;
-done:
-	dir->elapsed_ms += cm_now_ms() - t0;
-	pthread_mutex_unlock(&dir->lock);
-	return status;
-}
-
-/* ---- paged searches and value-level modifies: one failover loop ---- */
+/* ---- searches, paged searches and value-level modifies: one failover loop ---- */
 
 /* One attempt of an operation on dir->ld, connected to uris[dir->cur]. Adds
  * its own trace line on success; on failure fills msg and *code. */
@@ -800,6 +713,63 @@ done:
 	dir->elapsed_ms += cm_now_ms() - t0;
 	pthread_mutex_unlock(&dir->lock);
 	return status;
+}
+
+struct plain_search {
+	struct search_req req;
+	struct cm_dir_result *out;
+	const char *shown; /* the filter as traced */
+};
+
+static enum attempt search_attempt(struct cm_dir *dir, void *ctx, int *code, char *msg,
+				   size_t size, struct cm_trace *trace)
+{
+	struct plain_search *ps = ctx;
+	const char *uri = dir->cfg->directory.uris.v[dir->cur];
+	size_t refs = 0;
+	enum attempt a = search_once(dir, &ps->req, ps->out, &refs, code, msg, size);
+
+	if (a == ATTEMPT_OK || a == ATTEMPT_NO_SUCH_OBJECT) {
+		cm_trace_add(trace, "ldap: %s: search %s (%s) %s: %s%zu entr%s%s%s%s", uri,
+			     ps->req.base, scope_name(ps->req.scope), ps->shown,
+			     a == ATTEMPT_NO_SUCH_OBJECT ? "no such object, " : "",
+			     ps->out->n_entries, ps->out->n_entries == 1 ? "y" : "ies",
+			     ps->out->truncated ? " (size limit reached)" : "",
+			     msg[0] != '\0' ? "; " : "", msg);
+		if (refs > 0)
+			cm_trace_add(trace, "ldap: %zu search reference%s ignored", refs,
+				     refs == 1 ? "" : "s");
+	}
+	return a;
+}
+
+static void search_reset(void *ctx)
+{
+	cm_dir_result_free(((struct plain_search *)ctx)->out);
+}
+
+enum cm_dir_status cm_dir_search(struct cm_dir *dir, const char *base, enum cm_dir_scope scope,
+				 const char *filter, const char *const *attrs, size_t size_limit,
+				 struct cm_dir_result *out, struct cm_trace *trace,
+				 struct cm_err *err)
+{
+	char shown[TRACE_FILTER_MAX + 64];
+	char what[TRACE_FILTER_MAX + 128];
+	struct plain_search ps = {
+		{ base, scope, filter, attrs, size_limit > 0 ? size_limit : CM_DIR_MAX_ENTRIES },
+		out, shown,
+	};
+
+	memset(out, 0, sizeof(*out));
+	if (dir == NULL || base == NULL || filter == NULL) {
+		cm_err_set(err, "directory: no directory handle");
+		return CM_DIR_UNAVAILABLE;
+	}
+	if (ps.req.size_limit > INT32_MAX)
+		ps.req.size_limit = INT32_MAX;
+	filter_for_trace(filter, shown, sizeof(shown));
+	snprintf(what, sizeof(what), "search %s (%s) %s", base, scope_name(scope), shown);
+	return with_failover(dir, search_attempt, search_reset, &ps, what, trace, err);
 }
 
 /* Waits for the answer to msgid; 1 with *res, or 0 with *code/msg filled
