@@ -202,6 +202,11 @@ void cm_trust_free(struct cm_trust *trust)
 	free(trust);
 }
 
+X509_STORE *cm_trust_store(const struct cm_trust *trust)
+{
+	return trust->store;
+}
+
 bool cm_trust_is_anchor(const struct cm_trust *trust, X509 *cert)
 {
 	for (int i = 0; i < sk_X509_num(trust->anchors); i++)

@@ -32,6 +32,9 @@ int cm_file_read(const char *path, size_t max, unsigned char **out, size_t *len,
 int cm_secret_read(const char *path, char **out, struct cm_err *err);
 void cm_secret_free(char *secret);
 
+/* Frees a NULL-terminated array of malloc'd strings (NULL is fine). */
+void cm_strv_free(char **v);
+
 /* Value of one hex digit, or -1. */
 int cm_hex_value(int c);
 

@@ -42,6 +42,8 @@ int cm_trust_load(char *const *files, size_t n, struct cm_trust **out, struct cm
 void cm_trust_free(struct cm_trust *trust);
 /* True when cert (DER-equal) is one of the anchors. */
 bool cm_trust_is_anchor(const struct cm_trust *trust, X509 *cert);
+/* The anchors as an X509_STORE (borrowed; read-only use). */
+X509_STORE *cm_trust_store(const struct cm_trust *trust);
 
 /* Parses a client chain, leaf first. Fails (untrusted) on malformed DER,
  * trailing bytes, more than CM_X509_MAX_CHAIN or oversized certificates. */

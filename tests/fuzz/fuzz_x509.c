@@ -22,13 +22,14 @@
 #define MAX_RECORDS (CM_X509_MAX_CHAIN + 1)
 
 static struct cm_trust *trust;
-static struct cm_crlset *crls;
+static struct cm_revstore *crls;
+static struct cm_config crl_cfg; /* crl_files only: no fetches */
 static bool verbose; /* CERTMAP_FUZZ_VERBOSE=1: print each input's outcome */
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	char *anchors[] = {CERTMAP_FUZZ_FIXTURES "/issuing-ca.pem"};
-	char *crl_files[] = {CERTMAP_FUZZ_FIXTURES "/issuing-ca.crl.pem",
+	static char *crl_files[] = {CERTMAP_FUZZ_FIXTURES "/issuing-ca.crl.pem",
 			     CERTMAP_FUZZ_FIXTURES "/issuing-ca-stale.crl.pem",
 			     CERTMAP_FUZZ_FIXTURES "/sub-ca.crl.pem",
 			     CERTMAP_FUZZ_FIXTURES "/root-ca.crl.pem"};
@@ -39,7 +40,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	verbose = getenv("CERTMAP_FUZZ_VERBOSE") != NULL;
 	if (cm_trust_load(anchors, 1, &trust, &err) != 0)
 		fuzz_setup_fail("trust anchors: %s", err.msg);
-	if (cm_crlset_load(crl_files, sizeof(crl_files) / sizeof(crl_files[0]), &crls, &err) != 0)
+	crl_cfg.client_certificates.revocation.mode = CM_REVOCATION_HARD;
+	crl_cfg.client_certificates.revocation.crl_files.v = crl_files;
+	crl_cfg.client_certificates.revocation.crl_files.n = sizeof(crl_files) / sizeof(crl_files[0]);
+	if (cm_revstore_new(&crl_cfg, &crls, &err) != 0)
 		fuzz_setup_fail("CRLs: %s", err.msg);
 	return 0;
 }
@@ -97,6 +101,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct cm_err err = {{0}};
 	struct cm_cert *cert = NULL;
 	char *detail = NULL, *s;
+	struct cm_rev_result rr;
 	enum cm_reason r;
 
 	while (off + 2 <= size && n < MAX_RECORDS) {
@@ -146,7 +151,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	free(detail);
 	detail = NULL;
 
-	r = cm_revocation_check(crls, trust, cert, CM_REVOCATION_HARD, FIXED_NOW, &trace, &detail);
+	r = cm_revstore_check(crls, NULL, trust, cert, CM_REVOCATION_HARD, FIXED_NOW, &trace, &detail,
+			      &rr);
 	if (r != CM_REASON_ALLOWED && r != CM_REASON_REVOKED && r != CM_REASON_REVOCATION_UNKNOWN)
 		fuzz_fail("cm_revocation_check returned reason %d", (int)r);
 	if (r == CM_REASON_ALLOWED && cm_cert_path(cert) == NULL)
