@@ -290,7 +290,7 @@ struct bench {
 	size_t n_certs;
 	/* x509 mode */
 	struct cm_trust *trust;
-	struct cm_crlset *crls;
+	struct cm_revstore *crls;
 	/* decide mode */
 	struct cm_engine *engine;
 };
@@ -316,10 +316,13 @@ static int run_x509(struct bench *b, size_t ci, bool show, double *us)
 		r = cm_cert_verify(cert, b->trust, now, b->cfg->client_certificates.require_client_auth_eku,
 				   &trace, &detail);
 		t2 = now_us();
-		if (r == CM_REASON_ALLOWED)
-			r = cm_revocation_check(b->crls, b->trust, cert,
-						b->cfg->client_certificates.revocation.mode, now,
-						&trace, &detail);
+		if (r == CM_REASON_ALLOWED) {
+			struct cm_rev_result rr;
+
+			r = cm_revstore_check(b->crls, NULL, b->trust, cert,
+					      b->cfg->client_certificates.revocation.mode, now,
+					      &trace, &detail, &rr);
+		}
 		t3 = now_us();
 	}
 	*us = t3 - t0;
@@ -517,10 +520,8 @@ int main(int argc, char **argv)
 	}
 	if (b.mode == MODE_X509) {
 		const struct cm_strlist *ti = &cfg->client_certificates.trusted_issuers;
-		const struct cm_strlist *crl = &cfg->client_certificates.revocation.crl_files;
-
 		if (cm_trust_load(ti->v, ti->n, &b.trust, &err) != 0 ||
-		    cm_crlset_load(crl->v, crl->n, &b.crls, &err) != 0) {
+		    cm_revstore_new(cfg, &b.crls, &err) != 0) {
 			fprintf(stderr, "decision_bench: %s: %s\n", config, err.msg);
 			goto cleanup;
 		}
@@ -653,7 +654,7 @@ cleanup:
 	for (size_t i = 0; i < b.n_certs; i++)
 		cm_der_list_free(&b.certs[i]);
 	cm_trust_free(b.trust);
-	cm_crlset_free(b.crls);
+	cm_revstore_free(b.crls);
 	cm_engine_free(b.engine);
 	cm_config_free(cfg);
 	return rc;

@@ -1,7 +1,8 @@
 /*
  * auditlog — one JSON object per computed decision (include/certmap/auditlog.h,
  * DESIGN §8). Keys, in this order: time, request_id, client_ip, decision,
- * reason, status, substatus, detail, method, user, cert, directory_ms, trace.
+ * reason, status, substatus, detail, method, user, cert, directory_ms,
+ * revocation ({status, source} or null), trace.
  * The decision part comes from cm_decision_to_json(); the strings that can
  * carry peer or directory bytes (detail, user, cert) are rebuilt here so
  * that text which is not valid UTF-8 is kept, sanitized, instead of being
@@ -122,6 +123,7 @@ json_t *cm_auditlog_json(const struct timespec *when, const char *client_ip,
 	else if (ms < 1e12)
 		ms = (double)(long long)(ms * 1000.0 + 0.5) / 1000.0;
 	json_object_set_new(o, "directory_ms", json_real(ms));
+	copy_key(o, dj, "revocation");
 	copy_key(o, dj, "trace");
 	json_decref(dj);
 	return o;

@@ -46,7 +46,20 @@ struct cm_cache {
 	size_t max_entries;
 	int ttl_s;
 	int negative_ttl_s;
+	unsigned long (*epoch_fn)(void *); /* NULL: verdicts never go stale */
+	void *epoch_arg;
 };
+
+static bool stale(const struct cm_cache *cache, const struct cm_verdict *v)
+{
+	return cache->epoch_fn != NULL && v->rev_epoch != cache->epoch_fn(cache->epoch_arg);
+}
+
+void cm_cache_set_epoch(struct cm_cache *cache, unsigned long (*fn)(void *), void *arg)
+{
+	cache->epoch_fn = fn;
+	cache->epoch_arg = arg;
+}
 
 /* ---- verdicts ---- */
 
@@ -67,6 +80,7 @@ struct cm_verdict *cm_verdict_from_decision(const struct cm_decision *d, const c
 	v->substatus = d->substatus;
 	v->method = d->method;
 	v->detail = dup_or_null(d->detail);
+	v->rev_epoch = d->rev_epoch;
 	if (d->has_cert)
 		memcpy(v->sha256, d->cert.sha256, sizeof(v->sha256));
 	if (d->user != NULL) {
@@ -288,7 +302,7 @@ enum cm_cache_status cm_cache_get(struct cm_cache *cache, const unsigned char ke
 	for (e = s->buckets[bucket]; e != NULL; e = e->hnext)
 		if (memcmp(e->key, key, CM_CACHE_KEY_BYTES) == 0)
 			break;
-	if (e != NULL && e->verdict != NULL && e->expires <= now) {
+	if (e != NULL && e->verdict != NULL && (e->expires <= now || stale(cache, e->verdict))) {
 		drop_ready(s, e, bucket);
 		e = NULL;
 	}
@@ -338,7 +352,7 @@ struct cm_verdict *cm_cache_peek(struct cm_cache *cache, const unsigned char key
 	for (e = s->buckets[bucket]; e != NULL; e = e->hnext)
 		if (memcmp(e->key, key, CM_CACHE_KEY_BYTES) == 0)
 			break;
-	if (e != NULL && e->verdict != NULL && e->expires > now) {
+	if (e != NULL && e->verdict != NULL && e->expires > now && !stale(cache, e->verdict)) {
 		lru_unlink(s, e);
 		lru_push_front(s, e);
 		v = cm_verdict_ref(e->verdict);

@@ -744,8 +744,9 @@ static const char *const listen_keys[] = {"address", "port", "certificate", "key
 static const char *const admin_keys[] = {"address", "port", NULL};
 static const char *const cc_keys[] = {"trusted_issuers", "require_client_auth_eku", "revocation",
 				      NULL};
-static const char *const revocation_keys[] = {"mode", "crl_files",      "fetch_cdp",
-					      "ocsp", "ocsp_responder", "timeout_ms", NULL};
+static const char *const revocation_keys[] = {"mode",           "crl_files",  "fetch_cdp",
+					      "ocsp",           "ocsp_responder", "timeout_ms",
+					      "cdp_timeout_ms", "ocsp_timeout_ms", NULL};
 static const char *const location_keys[] = {"path", "client_certificate", NULL};
 static const char *const directory_keys[] = {
 	"uris",    "dialect",  "base_dn",    "bind_dn",        "bind_password_file",
@@ -852,8 +853,8 @@ static void parse_revocation(struct loader *ld, json_t *cc, const char *parent)
 	key_bool(ld, o, path, "ocsp", &cfg->client_certificates.revocation.ocsp);
 	if (key_string(ld, o, path, "ocsp_responder", F_NULLABLE, &url) == 1) {
 		path_key(up, path, "ocsp_responder", strlen("ocsp_responder"));
-		if (!valid_http_url(url)) {
-			add_error(ld, up, "expected an http:// or https:// URL");
+		if (!valid_http_url(url) || strncasecmp(url, "http://", 7) != 0) {
+			add_error(ld, up, "expected an http:// URL (OCSP is fetched over plain HTTP)");
 			free(url);
 		} else {
 			cfg->client_certificates.revocation.ocsp_responder = url;
@@ -861,6 +862,13 @@ static void parse_revocation(struct loader *ld, json_t *cc, const char *parent)
 	}
 	if (key_int(ld, o, path, "timeout_ms", 0, 1, 600000, &t) == 1)
 		cfg->client_certificates.revocation.timeout_ms = (int)t;
+	/* extension: per-source timeouts, default timeout_ms */
+	cfg->client_certificates.revocation.cdp_timeout_ms = cfg->client_certificates.revocation.timeout_ms;
+	cfg->client_certificates.revocation.ocsp_timeout_ms = cfg->client_certificates.revocation.timeout_ms;
+	if (key_int(ld, o, path, "cdp_timeout_ms", 0, 1, 600000, &t) == 1)
+		cfg->client_certificates.revocation.cdp_timeout_ms = (int)t;
+	if (key_int(ld, o, path, "ocsp_timeout_ms", 0, 1, 600000, &t) == 1)
+		cfg->client_certificates.revocation.ocsp_timeout_ms = (int)t;
 }
 
 static void parse_client_certificates(struct loader *ld, json_t *root)
@@ -1257,6 +1265,8 @@ static int set_defaults(struct cm_config *cfg, const char *file)
 	cfg->client_certificates.require_client_auth_eku = true;
 	cfg->client_certificates.revocation.mode = CM_REVOCATION_OFF;
 	cfg->client_certificates.revocation.timeout_ms = 3000;
+	cfg->client_certificates.revocation.cdp_timeout_ms = 3000;
+	cfg->client_certificates.revocation.ocsp_timeout_ms = 3000;
 	cfg->directory.dialect = CM_DIALECT_AD;
 	cfg->directory.timeout_ms = 3000;
 	cfg->mapping.methods[0] = CM_METHOD_USER_CERTIFICATE;

@@ -21,11 +21,18 @@
 struct cm_engine {
 	const struct cm_config *cfg;
 	struct cm_trust *trust;
-	struct cm_crlset *crls;
+	struct cm_revstore *rev;
+	bool own_rev;
 	struct cm_dir *dir;
 };
 
 int cm_engine_new(const struct cm_config *cfg, struct cm_engine **out, struct cm_err *err)
+{
+	return cm_engine_new_shared(cfg, NULL, out, err);
+}
+
+int cm_engine_new_shared(const struct cm_config *cfg, struct cm_revstore *rev,
+			 struct cm_engine **out, struct cm_err *err)
 {
 	struct cm_engine *e = calloc(1, sizeof(*e));
 	struct cm_err sub = {{0}};
@@ -41,8 +48,11 @@ int cm_engine_new(const struct cm_config *cfg, struct cm_engine **out, struct cm
 		cm_err_set(err, "%s: $.client_certificates.trusted_issuers: %s", cfg->file, sub.msg);
 		goto fail;
 	}
-	if (cm_crlset_load(cfg->client_certificates.revocation.crl_files.v,
-			   cfg->client_certificates.revocation.crl_files.n, &e->crls, &sub) != 0) {
+	if (rev != NULL) {
+		e->rev = rev;
+	} else if (cm_revstore_new(cfg, &e->rev, &sub) == 0) {
+		e->own_rev = true;
+	} else {
 		cm_err_set(err, "%s: $.client_certificates.revocation.crl_files: %s", cfg->file, sub.msg);
 		goto fail;
 	}
@@ -62,7 +72,8 @@ void cm_engine_free(struct cm_engine *engine)
 	if (engine == NULL)
 		return;
 	cm_trust_free(engine->trust);
-	cm_crlset_free(engine->crls);
+	if (engine->own_rev)
+		cm_revstore_free(engine->rev);
 	cm_dir_free(engine->dir);
 	free(engine);
 }
@@ -134,10 +145,16 @@ void cm_engine_decide(struct cm_engine *engine, const struct cm_request *req,
 
 	r = cm_cert_verify(cert, engine->trust, req->now,
 			   cfg->client_certificates.require_client_auth_eku, &d->trace, &d->detail);
-	if (r == CM_REASON_ALLOWED)
-		r = cm_revocation_check(engine->crls, engine->trust, cert,
-					cfg->client_certificates.revocation.mode, req->now, &d->trace,
-					&d->detail);
+	d->rev_epoch = cm_revstore_epoch(engine->rev);
+	if (r == CM_REASON_ALLOWED) {
+		struct cm_rev_result rr;
+
+		r = cm_revstore_check(engine->rev, engine->dir, engine->trust, cert,
+				      cfg->client_certificates.revocation.mode, req->now, &d->trace,
+				      &d->detail, &rr);
+		d->revocation_status = rr.status;
+		d->revocation_source = rr.source[0] != '\0' ? strdup(rr.source) : NULL;
+	}
 	if (r == CM_REASON_ALLOWED) {
 		(void)cm_dir_take_elapsed_ms(engine->dir);
 		r = cm_mapping_map(cfg, engine->dir, cert, req->basic_user, &acct, &method, &d->trace,
@@ -160,6 +177,7 @@ void cm_decision_free(struct cm_decision *d)
 	if (d == NULL)
 		return;
 	free(d->detail);
+	free(d->revocation_source);
 	if (d->user != NULL) {
 		free(d->user->dn);
 		free(d->user->name);
@@ -220,5 +238,14 @@ json_t *cm_decision_to_json(const struct cm_decision *d)
 		json_array_append_new(trace, json_sprintf("(%zu more trace lines dropped)", d->trace.dropped));
 	json_object_set_new(o, "trace", trace);
 	json_object_set_new(o, "directory_ms", json_real(d->directory_ms));
+	if (d->revocation_status != NULL) {
+		json_t *rv = json_object();
+
+		json_object_set_new(rv, "status", json_string(d->revocation_status));
+		json_object_set_new(rv, "source", str_or_null(d->revocation_source));
+		json_object_set_new(o, "revocation", rv);
+	} else {
+		json_object_set_new(o, "revocation", json_null());
+	}
 	return o;
 }

@@ -36,7 +36,7 @@ struct cache_slot {
 struct cm_classifier {
 	const struct cm_config *cfg;
 	struct cm_trust *trust;
-	struct cm_crlset *crls;
+	struct cm_revstore *rev;
 	struct cm_der_list intermediates;
 	time_t now;
 	struct cache_slot *slots; /* open addressing on the SHA-256 */
@@ -68,7 +68,6 @@ int cm_classifier_new(const struct cm_config *cfg, const char *intermediates_fil
 		      struct cm_classifier **out, struct cm_err *err)
 {
 	const struct cm_strlist *issuers = &cfg->client_certificates.trusted_issuers;
-	const struct cm_strlist *crls = &cfg->client_certificates.revocation.crl_files;
 	struct cm_classifier *c = calloc(1, sizeof(*c));
 	struct cm_err sub = { "" };
 
@@ -83,7 +82,7 @@ int cm_classifier_new(const struct cm_config *cfg, const char *intermediates_fil
 		cm_err_set(err, "%s: $.client_certificates.trusted_issuers: %s", cfg->file, sub.msg);
 		goto fail;
 	}
-	if (cm_crlset_load(crls->v, crls->n, &c->crls, &sub) != 0) {
+	if (cm_revstore_new(cfg, &c->rev, &sub) != 0) {
 		cm_err_set(err, "%s: $.client_certificates.revocation.crl_files: %s", cfg->file,
 			   sub.msg);
 		goto fail;
@@ -128,7 +127,7 @@ void cm_classifier_free(struct cm_classifier *c)
 			cm_inv_class_clear(&c->slots[i].cls);
 	free(c->slots);
 	cm_der_list_free(&c->intermediates);
-	cm_crlset_free(c->crls);
+	cm_revstore_free(c->rev);
 	cm_trust_free(c->trust);
 	free(c);
 }
@@ -206,12 +205,14 @@ static int classify_one(struct cm_classifier *c, const unsigned char *der, size_
 	} else {
 		out->managed = r != CM_REASON_UNTRUSTED;
 	}
-	if (r == CM_REASON_ALLOWED && c->cfg->client_certificates.revocation.crl_files.n > 0) {
+	if (r == CM_REASON_ALLOWED &&
+	    (c->cfg->client_certificates.revocation.crl_files.n > 0 || mode != CM_REVOCATION_OFF)) {
 		/* "revoked" is reported whenever a CRL says so; whether that makes
 		 * the value unusable follows the configured mode */
 		char *rdetail = NULL;
-		enum cm_reason soft = cm_revocation_check(c->crls, c->trust, cert, CM_REVOCATION_SOFT,
-							  now, NULL, &rdetail);
+		struct cm_rev_result rr;
+		enum cm_reason soft = cm_revstore_check(c->rev, NULL, c->trust, cert, CM_REVOCATION_SOFT,
+							now, NULL, &rdetail, &rr);
 
 		out->revoked = soft == CM_REASON_REVOKED;
 		if (out->revoked && mode != CM_REVOCATION_OFF) {
@@ -225,7 +226,9 @@ static int classify_one(struct cm_classifier *c, const unsigned char *der, size_
 	if (r == CM_REASON_ALLOWED && mode == CM_REVOCATION_HARD) {
 		char *rdetail = NULL;
 
-		r = cm_revocation_check(c->crls, c->trust, cert, mode, now, NULL, &rdetail);
+		struct cm_rev_result rr;
+
+		r = cm_revstore_check(c->rev, NULL, c->trust, cert, mode, now, NULL, &rdetail, &rr);
 		if (r != CM_REASON_ALLOWED) {
 			free(detail);
 			detail = rdetail;

@@ -62,6 +62,9 @@ static void print_human(const struct cm_decision *d, const char *config, bool tr
 			       d->cert.not_after);
 		printf("  sha256:   %s\n", d->cert.sha256);
 	}
+	if (d->revocation_status != NULL)
+		printf("  revocation: %s%s%s\n", d->revocation_status, d->revocation_source ? " via " : "",
+		       d->revocation_source ? d->revocation_source : "");
 	if (d->user) {
 		printf("  user:     %s  (%s)%s%s\n", name ? name : "?", d->user->dn ? d->user->dn : "?",
 		       method ? "  via " : "", method ? method : "");

@@ -38,6 +38,7 @@ struct cm_verdict {
 	char *user_upn;
 	char *logon_name; /* NETBIOS\sam (ad, netbios set) or the account name */
 	char sha256[65];
+	unsigned long rev_epoch; /* revocation data the decision saw */
 };
 
 struct cm_verdict *cm_verdict_from_decision(const struct cm_decision *d, const char *netbios);
@@ -76,5 +77,9 @@ void cm_cache_put(struct cm_cache *cache, const unsigned char key[CM_CACHE_KEY_B
 		  struct cm_verdict *v, time_t not_after);
 
 size_t cm_cache_size(struct cm_cache *cache);
+
+/* Verdicts whose rev_epoch differs from fn(arg) count as expired (the
+ * revocation data changed since they were decided). fn must be thread-safe. */
+void cm_cache_set_epoch(struct cm_cache *cache, unsigned long (*fn)(void *), void *arg);
 
 #endif

@@ -72,6 +72,8 @@ struct cm_config {
 			bool ocsp;                    /* default false */
 			char *ocsp_responder;         /* NULL = none */
 			int timeout_ms;               /* default 3000 */
+			int cdp_timeout_ms;           /* extension; default timeout_ms */
+			int ocsp_timeout_ms;          /* extension; default timeout_ms */
 		} revocation;
 	} client_certificates;
 

@@ -47,11 +47,21 @@ struct cm_decision {
 	struct cm_cert_summary cert;
 	struct cm_trace trace;
 	double directory_ms;
+	/* revocation: NULL when not reached, else "off", "good", "revoked",
+	 * "unknown"; source: what answered (or the first failure), or NULL */
+	const char *revocation_status;
+	char *revocation_source;
+	unsigned long rev_epoch; /* cm_revstore_epoch() before the check */
 };
 
 /* Builds trust store, CRL set and directory handle. Borrows cfg for the
  * engine's lifetime. Errors name the config key. */
 int cm_engine_new(const struct cm_config *cfg, struct cm_engine **out, struct cm_err *err);
+/* The same with a revocation store shared by several engines (certmapd:
+ * one per config generation); rev NULL = a store of its own. */
+struct cm_revstore;
+int cm_engine_new_shared(const struct cm_config *cfg, struct cm_revstore *rev,
+			 struct cm_engine **out, struct cm_err *err);
 void cm_engine_free(struct cm_engine *engine);
 
 /* Always fills *out (free with cm_decision_free). */

@@ -30,7 +30,7 @@ TestSuite(auditlog, .init = setup, .fini = teardown);
 static const char *const keys[] = {"time",   "request_id", "client_ip", "decision",
 				   "reason", "status",     "substatus", "detail",
 				   "method", "user",       "cert",      "directory_ms",
-				   "trace"};
+				   "revocation", "trace"};
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 
 static void check_keys(json_t *o)

@@ -602,7 +602,7 @@ static const struct error_case error_cases[] = {
 	 "{'client_certificates':{'trusted_issuers':['ca.pem'],"
 	 "'revocation':{'ocsp_responder':'ldap://x'}},"
 	 DIRECTORY("") "}",
-	 "$.client_certificates.revocation.ocsp_responder: expected an http:// or https:// URL"},
+	 "$.client_certificates.revocation.ocsp_responder: expected an http:// URL (OCSP is fetched over plain HTTP)"},
 	{"method not implemented", CM_CONFIG_FOR_CHECK,
 	 "{" BASE ",'mapping':{'methods':['user_certificate','upn']}}",
 	 "$.mapping.methods[1]: method \"upn\" is not implemented yet "
