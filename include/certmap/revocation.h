@@ -13,7 +13,8 @@
  *   - OCSP answers (ocsp: the AIA responder, else ocsp_responder), kept until
  *     nextUpdate (at most CM_REV_OCSP_MAX_AGE_S when the answer has none).
  * A CRL counts for a certificate only when its issuer name matches and its
- * signature verifies with the issuer's key (verified once, when stored). A
+ * signature verifies with the issuer's key (verified once per issuer key and
+ * remembered: at fetch for CDP CRLs, at first use for CRL files). A
  * listing is "revoked" from any source, also a stale CRL; "revoked" wins
  * over "good". hard: every non-anchor certificate needs a current answer (a
  * CRL with thisUpdate <= now < nextUpdate, plus its delta when the CRL or
