@@ -178,6 +178,7 @@ static struct crl_item *item_new(X509_CRL *crl, const char *source)
 	ASN1_INTEGER *num;
 	X509_REVOKED *dummy = NULL;
 	ASN1_INTEGER *zero;
+	int n_revoked;
 
 	if (it == NULL)
 		return NULL;
@@ -206,7 +207,8 @@ static struct crl_item *item_new(X509_CRL *crl, const char *source)
 	it->has_freshest = X509_CRL_get_ext_by_NID(crl, NID_freshest_crl, -1) >= 0;
 	it->this_update = asn1_time_t(X509_CRL_get0_lastUpdate(crl));
 	it->next_update = asn1_time_t(X509_CRL_get0_nextUpdate(crl));
-	it->entries = (size_t)sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl));
+	n_revoked = sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl)); /* -1 when none */
+	it->entries = n_revoked > 0 ? (size_t)n_revoked : 0;
 	/* OpenSSL sorts the entries on the first lookup (under the CRL's lock):
 	 * do it now, not on a request. */
 	zero = ASN1_INTEGER_new();
@@ -329,6 +331,7 @@ struct cdp_entry {
 	struct crl_item *item; /* NULL until fetched */
 	EVP_PKEY *issuer_key;  /* that verified item (for refreshes) */
 	time_t failed_at;      /* 0 = last try succeeded */
+	time_t attempt_at;     /* last fetch, successful or not (0 = never) */
 	char *error;
 	time_t last_used;
 	bool fetching;
@@ -745,8 +748,14 @@ static void cdp_store(struct cm_revstore *rs, struct cdp_entry *e, struct crl_it
 		      EVP_PKEY *key, const char *error, time_t now)
 {
 	e->fetching = false;
+	e->attempt_at = now;
 	if (it != NULL) {
-		bool changed = e->item == NULL || memcmp(e->item->sha256, it->sha256, 32) != 0;
+		/* A first CRL for a URL that failed before may change decisions
+		 * made (soft) without it; a first CRL for a new URL cannot: every
+		 * decision that needed it waited for this fetch. */
+		bool changed = e->item != NULL ? memcmp(e->item->sha256, it->sha256, 32) != 0
+					       : e->failed_at != 0;
+		bool fresh = e->item == NULL || memcmp(e->item->sha256, it->sha256, 32) != 0;
 
 		item_unref(e->item);
 		e->item = it;
@@ -757,10 +766,10 @@ static void cdp_store(struct cm_revstore *rs, struct cdp_entry *e, struct crl_it
 		e->failed_at = 0;
 		free(e->error);
 		e->error = NULL;
-		if (changed) {
+		if (fresh)
 			rs->crl_loads++;
+		if (changed)
 			atomic_fetch_add(&rs->epoch, 1);
-		}
 	} else {
 		e->failed_at = now;
 		free(e->error);
@@ -784,6 +793,22 @@ static void wait_until(struct cm_revstore *rs, bool *flag, int timeout_ms)
 	while (*flag && !rs->stop)
 		if (pthread_cond_timedwait(&rs->cond, &rs->mu, &ts) == ETIMEDOUT)
 			break;
+}
+
+/* Seconds between two fetches of one URL: CM_REV_RETRY_S after a failure;
+ * after a success a tenth of the CRL's validity, within [1, CM_REV_RETRY_S]
+ * (a CDP that keeps serving a stale CRL is not hammered). */
+static bool may_fetch(const struct cdp_entry *e, time_t now)
+{
+	time_t gap = CM_REV_RETRY_S;
+
+	if (e->attempt_at == 0)
+		return true;
+	if (e->failed_at == 0 && e->item != NULL && e->item->next_update > e->item->this_update) {
+		gap = (e->item->next_update - e->item->this_update) / 10;
+		gap = gap < 1 ? 1 : gap > CM_REV_RETRY_S ? CM_REV_RETRY_S : gap;
+	}
+	return now - e->attempt_at >= gap;
 }
 
 /* The CRL of one URL: cached, or fetched now when absent or stale and not
@@ -812,8 +837,7 @@ static struct crl_item *cdp_get(struct cm_revstore *rs, struct cm_dir *dir, cons
 		e->users++;
 		wait_until(rs, &e->fetching, timeout);
 		e->users--;
-	} else if ((e->item == NULL || !item_current(e->item, now)) &&
-		   (e->failed_at == 0 || now - e->failed_at >= CM_REV_RETRY_S)) {
+	} else if ((e->item == NULL || !item_current(e->item, now)) && may_fetch(e, now)) {
 		e->fetching = true;
 		pthread_mutex_unlock(&rs->mu);
 		if (fetch_crl(rs, dir, url, delta, X509_get_subject_name(issuer), key, &it, &err) != 0)
@@ -1451,7 +1475,7 @@ int cm_revstore_poll(struct cm_revstore *rs, struct cm_dir *dir, time_t now)
 			due = c->item->next_update == 0
 				      ? c->item->this_update + 3600
 				      : c->item->this_update + (c->item->next_update - c->item->this_update) * 4 / 5;
-			if (now < due || (c->failed_at != 0 && now - c->failed_at < CM_REV_RETRY_S))
+			if (now < due || !may_fetch(c, now))
 				continue;
 			e = c;
 		}
