@@ -495,6 +495,15 @@ fail:
 	return -1;
 }
 
+static void cdp_entry_free(struct cdp_entry *e)
+{
+	item_unref(e->item);
+	EVP_PKEY_free(e->issuer_key);
+	free(e->url);
+	free(e->error);
+	free(e);
+}
+
 static void ocsp_entry_free(struct ocsp_entry *e)
 {
 	free(e->error);
@@ -519,13 +528,8 @@ void cm_revstore_free(struct cm_revstore *rs)
 		free(rs->files[i].path);
 	}
 	free(rs->files);
-	for (size_t i = 0; i < rs->n_cdp; i++) {
-		item_unref(rs->cdp[i]->item);
-		EVP_PKEY_free(rs->cdp[i]->issuer_key);
-		free(rs->cdp[i]->url);
-		free(rs->cdp[i]->error);
-		free(rs->cdp[i]);
-	}
+	for (size_t i = 0; i < rs->n_cdp; i++)
+		cdp_entry_free(rs->cdp[i]);
 	for (size_t b = 0; b < OCSP_BUCKETS; b++) {
 		struct ocsp_entry *e = rs->ocsp[b], *next;
 
@@ -724,12 +728,7 @@ static struct cdp_entry *cdp_add(struct cm_revstore *rs, const char *url, bool d
 				victim = i;
 		if (victim == SIZE_MAX)
 			return NULL;
-		e = rs->cdp[victim];
-		item_unref(e->item);
-		EVP_PKEY_free(e->issuer_key);
-		free(e->url);
-		free(e->error);
-		free(e);
+		cdp_entry_free(rs->cdp[victim]);
 		rs->cdp[victim] = rs->cdp[--rs->n_cdp];
 	}
 	e = calloc(1, sizeof(*e));
@@ -1463,11 +1462,7 @@ int cm_revstore_poll(struct cm_revstore *rs, struct cm_dir *dir, time_t now)
 			if (c->fetching || c->users > 0 || c->item == NULL || c->issuer_key == NULL)
 				continue;
 			if (now - c->last_used > CM_REV_UNUSED_DROP_S) {
-				item_unref(c->item);
-				EVP_PKEY_free(c->issuer_key);
-				free(c->url);
-				free(c->error);
-				free(c);
+				cdp_entry_free(c);
 				rs->cdp[i] = rs->cdp[--rs->n_cdp];
 				i--;
 				continue;
@@ -1550,6 +1545,17 @@ int cm_revstore_start(struct cm_revstore *rs, struct cm_err *err)
 	return 0;
 }
 
+static void add_info(struct cm_rev_stats *out, const struct crl_item *it)
+{
+	struct cm_rev_crl_info *c = &out->crls[out->n_crls++];
+
+	snprintf(c->source, sizeof(c->source), "%s", it->source);
+	c->this_update = it->this_update;
+	c->next_update = it->next_update;
+	c->entries = it->entries;
+	c->delta = it->delta;
+}
+
 void cm_revstore_stats(struct cm_revstore *rs, time_t now, struct cm_rev_stats *out)
 {
 	size_t cap;
@@ -1575,29 +1581,11 @@ void cm_revstore_stats(struct cm_revstore *rs, time_t now, struct cm_rev_stats *
 		cap += rs->files[i].n;
 	out->crls = cap > 0 ? calloc(cap, sizeof(*out->crls)) : NULL;
 	for (size_t i = 0; out->crls != NULL && i < rs->n_files; i++)
-		for (size_t j = 0; j < rs->files[i].n; j++) {
-			struct crl_item *it = rs->files[i].items[j];
-			struct cm_rev_crl_info *c = &out->crls[out->n_crls++];
-
-			snprintf(c->source, sizeof(c->source), "%s", it->source);
-			c->this_update = it->this_update;
-			c->next_update = it->next_update;
-			c->entries = it->entries;
-			c->delta = it->delta;
-		}
-	for (size_t i = 0; out->crls != NULL && i < rs->n_cdp; i++) {
-		struct crl_item *it = rs->cdp[i]->item;
-		struct cm_rev_crl_info *c;
-
-		if (it == NULL)
-			continue;
-		c = &out->crls[out->n_crls++];
-		snprintf(c->source, sizeof(c->source), "%s", it->source);
-		c->this_update = it->this_update;
-		c->next_update = it->next_update;
-		c->entries = it->entries;
-		c->delta = it->delta;
-	}
+		for (size_t j = 0; j < rs->files[i].n; j++)
+			add_info(out, rs->files[i].items[j]);
+	for (size_t i = 0; out->crls != NULL && i < rs->n_cdp; i++)
+		if (rs->cdp[i]->item != NULL)
+			add_info(out, rs->cdp[i]->item);
 	pthread_mutex_unlock(&rs->mu);
 }
 

@@ -10,6 +10,7 @@ Hierarchy (EC P-256, SHA-256; every URL below is baked into the certificates):
     |- Rev File CA         CDP root.crl      leaves without CDP/AIA, for crl_files
     |- Rev Broken CA       CDP root.crl      one leaf whose only CDP serves garbage
     |- Rev Refresh CA      CDP root.crl      one leaf; the test rewrites its CDP CRL
+    |- Rev LDAP CA         CDP root.crl      leaves whose ldap:/// CDP (and delta) is on slapd
     `- Rev Revoked Sub CA  CDP root.crl      listed in root.crl: every leaf under it is revoked
     Rev Unrelated CA (self-signed, untrusted): signs the "wrong signer" OCSP responder cert
 
@@ -61,6 +62,8 @@ DOWN_CRL_URL = "http://%s:%d/unreachable.crl" % (HOST, CDP_DOWN_PORT)
 SILENT_CRL_URL = "http://%s:%d/silent.crl" % (HOST, CDP_SILENT_PORT)
 
 # Samba AD: where the Rev Issuing CA's CRL (and delta) is published, as AD CS does.
+# slapd (dialect rfc4523): where the Rev LDAP CA's CRL and delta CRL are published
+# (certificateRevocationList;binary, deltaRevocationList;binary on a cRLDistributionPoint).
 AD_BASE_DN = "DC=lab,DC=test"
 AD_CDP_DN = ("CN=Rev Issuing CA,CN=CDP,CN=Public Key Services,CN=Services,CN=Configuration,"
              + AD_BASE_DN)
@@ -74,6 +77,15 @@ def ldap_url(dn, attr, host=""):
 LDAP_CRL_URL = ldap_url(AD_CDP_DN, "certificateRevocationList")
 LDAP_DELTA_URL = ldap_url(AD_CDP_DN, "deltaRevocationList")
 LDAP_HOST_CRL_URL = ldap_url(AD_CDP_DN, "certificateRevocationList", host=HOST)
+
+SLAPD_BASE_DN = "dc=lab,dc=test"
+SLAPD_CDP_CONTAINER = "ou=CDP," + SLAPD_BASE_DN
+SLAPD_CDP_DN = "cn=Rev LDAP CA," + SLAPD_CDP_CONTAINER
+SLAPD_MISSING_DN = "cn=Rev Missing CA," + SLAPD_CDP_CONTAINER   # never created
+# the attribute names as AD CS writes them: no ";binary" (certmap adds it in rfc4523)
+SLAPD_CRL_URL = ldap_url(SLAPD_CDP_DN, "certificateRevocationList")
+SLAPD_DELTA_URL = ldap_url(SLAPD_CDP_DN, "deltaRevocationList")
+SLAPD_MISSING_URL = ldap_url(SLAPD_MISSING_DN, "certificateRevocationList")
 
 UPN_OID = x509.ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")
 OCSP_NOCHECK = x509.ObjectIdentifier("1.3.6.1.5.5.7.48.1.5")
@@ -116,6 +128,12 @@ LEAVES = {
     # Rev Revoked Sub CA (revoked in root.crl); its own CRL is current and empty
     "rv-sub-a": ("sub", 0x8001, [[SUB_CRL_URL]], None, None),
     "rv-sub-b": ("sub", 0x8002, [[SUB_CRL_URL]], None, None),
+    # Rev LDAP CA: ldap:/// CDPs read from slapd (the base CRL names the delta CRL); only
+    # `certmapctl check` (stateless) asks for them, so one CA serves all four
+    "rv-slapd-good": ("ldapca", 0xA001, [[SLAPD_CRL_URL]], None, None),
+    "rv-slapd-revoked": ("ldapca", 0xA002, [[SLAPD_CRL_URL]], None, None),
+    "rv-slapd-delta": ("ldapca", 0xA003, [[SLAPD_CRL_URL]], None, None),
+    "rv-slapd-nodn": ("ldapca", 0xA004, [[SLAPD_MISSING_URL]], None, None),
 }
 
 OCSP_INDEX_REVOKED = ("rv-ocsp-revoked", "rv-ocsp-noaia")
@@ -126,6 +144,9 @@ STALE_CRL_REVOKED = ("rv-crl-stale-rev",)
 DELTA_ONLY_REVOKED = ("rv-crl-delta",)
 LDAP_CRL_REVOKED = ("rv-ldap-revoked", "rv-ldaphost-rev")
 LDAP_DELTA_ONLY_REVOKED = ("rv-ldap-delta",)
+SLAPD_LEAVES = ("rv-slapd-good", "rv-slapd-revoked", "rv-slapd-delta", "rv-slapd-nodn")
+SLAPD_CRL_REVOKED = ("rv-slapd-revoked",)
+SLAPD_DELTA_ONLY_REVOKED = ("rv-slapd-delta",)
 
 
 def _now():
@@ -243,6 +264,7 @@ class RevocationPKI:
         self._ca("broken", "Rev Broken CA", 0x1004, root, [[ROOT_CRL_URL]])
         self._ca("sub", "Rev Revoked Sub CA", 0x1005, root, [[ROOT_CRL_URL]])
         self._ca("refresh", "Rev Refresh CA", 0x1007, root, [[ROOT_CRL_URL]])
+        self._ca("ldapca", "Rev LDAP CA", 0x1008, root, [[ROOT_CRL_URL]])
         self._ca("unrelated", "Rev Unrelated CA", 0x1006)
         # OCSP responder certs: delegated (issued by Rev OCSP CA, EKU OCSPSigning) and one
         # from an unrelated CA (same EKU, wrong issuer).
@@ -321,6 +343,9 @@ class RevocationPKI:
         self.ldap_crl = self.crl("issuing", LDAP_CRL_REVOKED, number=20,
                                  freshest=[LDAP_DELTA_URL])
         self.ldap_delta = self.crl("issuing", LDAP_DELTA_ONLY_REVOKED, number=21, delta_of=20)
+        self.slapd_crl = self.crl("ldapca", SLAPD_CRL_REVOKED, number=30,
+                                  freshest=[SLAPD_DELTA_URL])
+        self.slapd_delta = self.crl("ldapca", SLAPD_DELTA_ONLY_REVOKED, number=31, delta_of=30)
         # crl_files: Rev File CA (empty, and one listing rv-file-b), root (PEM on disk)
         self.file_crl_empty = self.crl("file", (), number=1, fmt="pem")
         self.file_crl_b = self.crl("file", ["rv-file-b"], number=2, fmt="pem")

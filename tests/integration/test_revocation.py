@@ -5,9 +5,12 @@ module starts inside netns-run's namespace:
 - nginx serving CRLs (current, stale, base + delta, forged, corrupt) and garbage at an OCSP
   path; `openssl ocsp` responders (delegated signer; a signer from an unrelated CA); closed and
   silent ports; Samba AD publishing a CRL and a delta CRL on a cRLDistributionPoint object in
-  the configuration partition (ldap:/// and ldap://host/ CDP URLs);
+  the configuration partition (ldap:/// and ldap://host/ CDP URLs); slapd (dialect rfc4523)
+  publishing another CA's CRL and delta CRL as certificateRevocationList;binary and
+  deltaRevocationList;binary (ldap:/// CDP URLs without ";binary": certmap appends it);
 - one AD account per test certificate (member of ActiveSync Users, the cert in
-  userCertificate), so every decision that is not a revocation denial is `allowed`.
+  userCertificate), so every decision that is not a revocation denial is `allowed`; the
+  Rev LDAP CA's leaves also have slapd accounts (userCertificate;binary, same group).
 
 `certmapctl check --json --trace` decides the matrix (stateless); certmapd shows the same
 decisions over TLS (403.13 page, access and audit lines), reloads a CRL file replaced under
@@ -24,13 +27,15 @@ import signal
 import subprocess
 import time
 import unittest
+import urllib.parse
 
 import revocation_pki as rp
 from certmap_test import Workdir, base_config, run_check, skip_or_fail
 from certmapd_harness import (CERTMAPD, EAS, IIS_TEXT, Certmapd, LabUpstream, tag, wait_for)
-from harness import SambaAD, ldif_attr
+from harness import SambaAD, Slapd, ldif_attr
 
 AD = None
+LDAP = None
 UP = None
 WORK = None
 REV = None
@@ -46,7 +51,7 @@ STATUS = {"allowed": (200, 0), "revoked": (403, 13), "revocation_unknown": (403,
 
 
 def setUpModule():
-    global AD, UP, WORK, REV, NGINX
+    global AD, LDAP, UP, WORK, REV, NGINX
     if os.geteuid() != 0:
         skip_or_fail("Samba AD needs root and a private network namespace (run under netns-run)")
     missing = rp.have_tools()
@@ -70,6 +75,12 @@ def setUpModule():
         AD.add_users(sorted(rp.LEAVES), group=AD_GROUP,
                      certs={n: [REV.leaf(n).der] for n in rp.LEAVES})
         publish_ad_cdp()
+        LDAP = Slapd(str(WORK.path / "slapd"))
+        LDAP.start()
+        LDAP.seed()
+        LDAP.add_users(rp.SLAPD_LEAVES, group=AD_GROUP,
+                       certs={n: [REV.leaf(n).der] for n in rp.SLAPD_LEAVES})
+        publish_slapd_cdp()
         UP = LabUpstream(WORK.path / "upstream").start()
     except BaseException:
         tearDownModule()
@@ -91,6 +102,8 @@ def tearDownModule():
         UP.stop()
     if AD is not None:
         AD.stop()
+    if LDAP is not None:
+        LDAP.stop()
     if WORK is not None and not os.environ.get("CERTMAP_KEEP_SCRATCH"):
         WORK.remove()
 
@@ -104,6 +117,19 @@ def publish_ad_cdp():
             % (rp.AD_CDP_DN, ldif_attr("certificateRevocationList", REV.ldap_crl),
                ldif_attr("deltaRevocationList", REV.ldap_delta)))
     AD.ldapmodify(ldif)
+
+
+def publish_slapd_cdp():
+    """The Rev LDAP CA's CRL and delta CRL on cn=Rev LDAP CA,ou=CDP,dc=lab,dc=test
+    (objectClass cRLDistributionPoint from core.schema; slapd stores and returns these
+    attributes only with ;binary)."""
+    ldif = ("dn: %s\nchangetype: add\nobjectClass: top\nobjectClass: organizationalUnit\n"
+            "ou: CDP\n\n" % rp.SLAPD_CDP_CONTAINER)
+    ldif += ("dn: %s\nchangetype: add\nobjectClass: top\nobjectClass: cRLDistributionPoint\n"
+             "cn: Rev LDAP CA\n%s%s"
+             % (rp.SLAPD_CDP_DN, ldif_attr("certificateRevocationList;binary", REV.slapd_crl),
+                ldif_attr("deltaRevocationList;binary", REV.slapd_delta)))
+    LDAP.ldapmodify(ldif)
 
 
 def rev_config(mode, fetch_cdp=False, ocsp=False, ocsp_responder=None, crl_files=(),
@@ -175,6 +201,33 @@ class Infrastructure(unittest.TestCase):
         attrs = {k.lower(): v for k, v in entries[0][1].items()}
         self.assertEqual(attrs["certificaterevocationlist"], [REV.ldap_crl])
         self.assertEqual(attrs["deltarevocationlist"], [REV.ldap_delta])
+
+    def test_slapd_cdp_object_readable_by_service_account(self):
+        entries = LDAP.search("(objectClass=cRLDistributionPoint)",
+                              ["certificateRevocationList;binary",
+                               "deltaRevocationList;binary"],
+                              base=rp.SLAPD_CDP_DN, scope="base", bind="service")
+        self.assertEqual(len(entries), 1, entries)
+        attrs = {k.lower(): v for k, v in entries[0][1].items()}
+        self.assertEqual(attrs["certificaterevocationlist;binary"], [REV.slapd_crl])
+        self.assertEqual(attrs["deltarevocationlist;binary"], [REV.slapd_delta])
+        for data in (REV.slapd_crl, REV.slapd_delta):
+            r = subprocess.run(["openssl", "crl", "-inform", "DER", "-noout", "-CAfile",
+                                str(REV.cas["ldapca"].pem)], input=data, capture_output=True)
+            self.assertIn("verify OK", (r.stdout + r.stderr).decode())
+        self.assertEqual(LDAP.search("(objectClass=*)", ["1.1"], base=rp.SLAPD_CDP_CONTAINER,
+                                     scope="one", bind="service"),
+                         [(rp.SLAPD_CDP_DN, {})], "only the Rev LDAP CA's CDP object exists")
+
+    def test_slapd_leaves_map_with_revocation_off(self):
+        cfg = WORK.write_config(base_config(LDAP, **rev_config("off")))
+        for name in rp.SLAPD_LEAVES:
+            with self.subTest(leaf=name):
+                leaf = REV.leaf(name)
+                res = run_check(cfg, str(leaf.pem), chain=str(leaf.chain))
+                self.assertIsNotNone(res.json, repr(res))
+                self.assertEqual(res.json["reason"], "allowed", res.json)
+                self.assertEqual(res.json["user"]["name"], name)
 
     def test_every_leaf_maps_with_revocation_off(self):
         """With revocation off every test certificate is `allowed` as its own account: the
@@ -329,8 +382,12 @@ def _file(path, data):
     return path
 
 
-class RevocationMatrix(unittest.TestCase):
+class RowCheck:
+    """check_row() for matrix rows, against the directory of the test class."""
     maxDiff = None
+
+    def directory(self):
+        return AD
 
     def check_row(self, r):
         name, leaf_name, mode, cfg, reason, status, source, lines, never, max_s = r
@@ -338,7 +395,7 @@ class RevocationMatrix(unittest.TestCase):
         if "crl_files" in cfg:
             cfg["crl_files"] = [PLACEHOLDERS[f]() for f in cfg["crl_files"]]
         leaf = REV.leaf(leaf_name)
-        config = WORK.write_config(base_config(AD, **rev_config(mode, **cfg)),
+        config = WORK.write_config(base_config(self.directory(), **rev_config(mode, **cfg)),
                                    name="matrix-%s.json" % name)
         res = run_check(config, str(leaf.pem), chain=str(leaf.chain), extra=["--trace"])
         self.assertIsNotNone(res.json, repr(res))
@@ -367,6 +424,9 @@ class RevocationMatrix(unittest.TestCase):
             self.assertLess(res.elapsed, max_s, ctx)
         return j
 
+
+class RevocationMatrix(RowCheck, unittest.TestCase):
+
     def test_empty_crl_counts_zero_entries(self):
         j = self.check_row([r for r in MATRIX if r[0] == "delta_base_and_delta_clean_hard"][0])
         for ln in rev_lines(j["trace"]):
@@ -390,6 +450,79 @@ def _matrix_test(r):
 
 for _r in MATRIX:
     setattr(RevocationMatrix, "test_" + _r[0], _matrix_test(_r))
+
+
+# --- CDP over LDAP from slapd, dialect rfc4523 (Rev LDAP CA). The URLs in the certificates
+# name certificateRevocationList / deltaRevocationList without ";binary"; slapd refuses to
+# store them without it. The trace names the URL as written in the certificate.
+SLAPD_CDP = "ldap:///" + urllib.parse.quote(rp.SLAPD_CDP_DN, safe=",=")
+SLAPD_MISSING = "ldap:///" + urllib.parse.quote(rp.SLAPD_MISSING_DN, safe=",=")
+SLAPD_MATRIX = [
+    row("slapd_cdp_good_hard", "rv-slapd-good", H, CDP, "allowed", "good", [],
+        [("depth 0", "CDP " + SLAPD_CDP + "?certificateRevocationList?", "not listed"),
+         ("depth 0", "delta", SLAPD_CDP + "?deltaRevocationList?", "not listed"),
+         ("depth 1", "CDP", "/crl/root.crl", "not listed")],
+        never=[("ldap://127.0.0.1",)]),
+    row("slapd_cdp_revoked_soft", "rv-slapd-revoked", S, CDP, "revoked", "revoked",
+        ["CDP " + SLAPD_CDP],
+        [("depth 0", "CDP " + SLAPD_CDP, "revoked")]),
+    row("slapd_cdp_revoked_hard", "rv-slapd-revoked", H, CDP, "revoked", "revoked",
+        ["CDP ldap:///"], [("depth 0", "CDP " + SLAPD_CDP, "revoked")]),
+    row("slapd_delta_only_listing_is_revoked_hard", "rv-slapd-delta", H, CDP, "revoked",
+        "revoked", ["ldap:///", "deltaRevocationList"],
+        [("depth 0", "CDP " + SLAPD_CDP, "not listed"),
+         ("depth 0", "delta", SLAPD_CDP + "?deltaRevocationList?", "revoked")]),
+    row("slapd_cdp_no_such_entry_hard", "rv-slapd-nodn", H, CDP, "revocation_unknown",
+        "unknown", [], [("depth 0", "CDP " + SLAPD_MISSING, "no such entry")],
+        never=[("depth 0", "not listed")]),
+    row("slapd_cdp_no_such_entry_soft", "rv-slapd-nodn", S, CDP, "allowed", "unknown", [],
+        [("depth 0", "CDP " + SLAPD_MISSING, "no such entry")]),
+]
+
+
+def slapd_searches(log_text):
+    """slapd stats log -> [(base DN, [requested attributes])] of every SRCH, in order."""
+    ops, order = {}, []
+    for ln in log_text.splitlines():
+        m = re.search(r"(conn=\d+ op=\d+) SRCH (.*)$", ln)
+        if not m:
+            continue
+        key, rest = m.groups()
+        b = re.match(r'base="(.*?)" scope=', rest)
+        if b:
+            ops[key] = (b.group(1), [])
+            order.append(key)
+        elif rest.startswith("attr=") and key in ops:
+            ops[key][1].extend(rest[5:].split())
+    return [ops[k] for k in order]
+
+
+class SlapdCdpMatrix(RowCheck, unittest.TestCase):
+    """ldap:/// CDPs through the directory connection in the rfc4523 dialect."""
+
+    def directory(self):
+        return LDAP
+
+    def test_attributes_requested_with_binary_option(self):
+        """slapd returns certificateRevocationList;binary also to a request without the
+        option, so only its stats log shows what certmap asked for: the attribute from the
+        URL with ";binary" appended, for the base and the delta CRL."""
+        with open(LDAP.log_file, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            start = f.tell()
+        self.check_row([r for r in SLAPD_MATRIX if r[0] == "slapd_cdp_good_hard"][0])
+        with open(LDAP.log_file, "rb") as f:
+            f.seek(start)
+            text = f.read().decode("utf-8", "replace")
+        cdp = [attrs for base, attrs in slapd_searches(text)
+               if base.lower() == rp.SLAPD_CDP_DN.lower()]
+        self.assertEqual(sorted(cdp), [["certificateRevocationList;binary"],
+                                       ["deltaRevocationList;binary"]],
+                         "searches of %s in the slapd log:\n%s" % (rp.SLAPD_CDP_DN, text))
+
+
+for _r in SLAPD_MATRIX:
+    setattr(SlapdCdpMatrix, "test_" + _r[0], _matrix_test(_r))
 
 
 # ------------------------------------------------------------------------------------------
