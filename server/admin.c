@@ -5,11 +5,16 @@
  * internal thread: nothing here touches the event loops.
  */
 #include <arpa/inet.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 
 #include "certmap/directory.h"
 #include "certmapd.h"
+
+#include "certmap/revocation.h"
 
 struct admin_state {
 	pthread_mutex_t lock;
@@ -54,6 +59,111 @@ static bool directory_ready(struct server *srv, char *why, size_t len)
 	snprintf(why, len, "%s", astate.why);
 	pthread_mutex_unlock(&astate.lock);
 	return ok;
+}
+
+/* Appends printf output to a growing buffer; on OOM the buffer is dropped. */
+static void buf_add(char **buf, size_t *len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void buf_add(char **buf, size_t *len, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+	char *nb;
+
+	if (*buf == NULL)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	nb = n >= 0 ? realloc(*buf, *len + (size_t)n + 1) : NULL;
+	if (nb == NULL) {
+		free(*buf);
+		*buf = NULL;
+		return;
+	}
+	*buf = nb;
+	va_start(ap, fmt);
+	vsnprintf(*buf + *len, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	*len += (size_t)n;
+}
+
+/* A Prometheus label value: \, " and newlines escaped, at most 400 bytes. */
+static void label_value(const char *in, char *out, size_t out_len)
+{
+	size_t o = 0;
+
+	for (; *in != '\0' && o + 3 < out_len && o < 400; in++) {
+		if (*in == '\\' || *in == '"') {
+			out[o++] = '\\';
+			out[o++] = *in;
+		} else if (*in == '\n') {
+			out[o++] = '\\';
+			out[o++] = 'n';
+		} else if ((unsigned char)*in >= 0x20) {
+			out[o++] = *in;
+		}
+	}
+	out[o] = '\0';
+}
+
+/* The revocation store's metrics (current generation). */
+static char *render_revocation(struct server *srv)
+{
+	struct gen *g = server_gen(srv);
+	struct cm_rev_stats st;
+	time_t now = time(NULL);
+	size_t len = 0;
+	char *buf = calloc(1, 1);
+	char lv[1024];
+
+	cm_revstore_stats(g->rev, now, &st);
+	buf_add(&buf, &len, "# HELP certmap_revocation_checks_total Revocation checks by result.\n"
+			    "# TYPE certmap_revocation_checks_total counter\n");
+	buf_add(&buf, &len, "certmap_revocation_checks_total{result=\"good\"} %lu\n", st.checks_good);
+	buf_add(&buf, &len, "certmap_revocation_checks_total{result=\"revoked\"} %lu\n", st.checks_revoked);
+	buf_add(&buf, &len, "certmap_revocation_checks_total{result=\"unknown\"} %lu\n", st.checks_unknown);
+	buf_add(&buf, &len, "# HELP certmap_revocation_fetch_failures_total CRL and OCSP fetches that failed or were refused.\n"
+			    "# TYPE certmap_revocation_fetch_failures_total counter\n"
+			    "certmap_revocation_fetch_failures_total{kind=\"crl\"} %lu\n"
+			    "certmap_revocation_fetch_failures_total{kind=\"ocsp\"} %lu\n",
+		st.fetch_failures_crl, st.fetch_failures_ocsp);
+	buf_add(&buf, &len, "# HELP certmap_revocation_crl_loads_total CRLs loaded with new content (files and CDPs).\n"
+			    "# TYPE certmap_revocation_crl_loads_total counter\n"
+			    "certmap_revocation_crl_loads_total %lu\n", st.crl_loads);
+	buf_add(&buf, &len, "# HELP certmap_revocation_crl_age_seconds Seconds since the CRL's thisUpdate.\n"
+			    "# TYPE certmap_revocation_crl_age_seconds gauge\n");
+	for (size_t i = 0; i < st.n_crls; i++) {
+		label_value(st.crls[i].source, lv, sizeof(lv));
+		if (st.crls[i].this_update != 0)
+			buf_add(&buf, &len, "certmap_revocation_crl_age_seconds{source=\"%s\"} %lld\n", lv,
+				(long long)(now - st.crls[i].this_update));
+	}
+	buf_add(&buf, &len, "# HELP certmap_revocation_crl_next_update_seconds Seconds until the CRL's nextUpdate (negative: stale).\n"
+			    "# TYPE certmap_revocation_crl_next_update_seconds gauge\n");
+	for (size_t i = 0; i < st.n_crls; i++) {
+		label_value(st.crls[i].source, lv, sizeof(lv));
+		if (st.crls[i].next_update != 0)
+			buf_add(&buf, &len, "certmap_revocation_crl_next_update_seconds{source=\"%s\"} %lld\n",
+				lv, (long long)(st.crls[i].next_update - now));
+	}
+	buf_add(&buf, &len, "# HELP certmap_revocation_crl_entries Revoked certificates listed in the CRL.\n"
+			    "# TYPE certmap_revocation_crl_entries gauge\n");
+	for (size_t i = 0; i < st.n_crls; i++) {
+		label_value(st.crls[i].source, lv, sizeof(lv));
+		buf_add(&buf, &len, "certmap_revocation_crl_entries{source=\"%s\"} %zu\n", lv, st.crls[i].entries);
+	}
+	buf_add(&buf, &len, "# HELP certmap_revocation_ocsp_latency_seconds Time to fetch and check an OCSP answer.\n"
+			    "# TYPE certmap_revocation_ocsp_latency_seconds histogram\n");
+	for (int i = 0; i < 12; i++)
+		buf_add(&buf, &len, "certmap_revocation_ocsp_latency_seconds_bucket{le=\"%g\"} %lu\n",
+			st.ocsp_latency_s[i], st.ocsp_latency_count[i]);
+	buf_add(&buf, &len, "certmap_revocation_ocsp_latency_seconds_bucket{le=\"+Inf\"} %lu\n"
+			    "certmap_revocation_ocsp_latency_seconds_sum %.6f\n"
+			    "certmap_revocation_ocsp_latency_seconds_count %lu\n",
+		st.ocsp_latency_total, st.ocsp_latency_sum, st.ocsp_latency_total);
+	cm_rev_stats_free(&st);
+	gen_unref(g);
+	return buf;
 }
 
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned int status, const char *type,
@@ -104,6 +214,15 @@ static enum MHD_Result admin_handler(void *cls, struct MHD_Connection *c, const 
 	}
 	if (strcmp(url, "/metrics") == 0) {
 		char *text = cm_metrics_render(srv->metrics);
+		char *rev = render_revocation(srv);
+
+		if (text != NULL && rev != NULL) {
+			char *all = cm_strdup_printf("%s%s", text, rev);
+
+			free(text);
+			text = all;
+		}
+		free(rev);
 
 		return reply(c, 200, "text/plain; version=0.0.4; charset=utf-8",
 			     text ? text : strdup(""));

@@ -8,6 +8,19 @@
 
 #include "certmapd.h"
 
+#include "certmap/revocation.h"
+
+static unsigned long rev_epoch(void *arg)
+{
+	return cm_revstore_epoch(arg);
+}
+
+static void rev_log(void *arg, const char *line)
+{
+	(void)arg;
+	logmsg("info", "%s", line);
+}
+
 struct gen *gen_new(const char *config_file, int n_engines, unsigned long id, char **error)
 {
 	struct cm_config_errors errs = {0};
@@ -45,8 +58,15 @@ struct gen *gen_new(const char *config_file, int n_engines, unsigned long id, ch
 	if (g->engines == NULL)
 		goto oom;
 	g->n_engines = n_engines;
+	if (cm_revstore_new(g->cfg, &g->rev, &err) != 0) {
+		*error = cm_strdup_printf("%s: $.client_certificates.revocation.crl_files: %s",
+					  g->cfg->file, err.msg);
+		gen_unref(g);
+		return NULL;
+	}
+	cm_revstore_set_log(g->rev, rev_log, NULL);
 	for (int i = 0; i < n_engines; i++) {
-		if (cm_engine_new(g->cfg, &g->engines[i], &err) != 0) {
+		if (cm_engine_new_shared(g->cfg, g->rev, &g->engines[i], &err) != 0) {
 			*error = strdup(err.msg);
 			gen_unref(g);
 			return NULL;
@@ -56,6 +76,12 @@ struct gen *gen_new(const char *config_file, int n_engines, unsigned long id, ch
 				g->cfg->cache.negative_ttl_s);
 	if (g->cache == NULL)
 		goto oom;
+	cm_cache_set_epoch(g->cache, rev_epoch, g->rev);
+	if (cm_revstore_start(g->rev, &err) != 0) {
+		*error = strdup(err.msg);
+		gen_unref(g);
+		return NULL;
+	}
 	g->key_uses_basic = g->cfg->authorization.basic_user_binding != CM_BASIC_OFF ||
 			    g->cfg->mapping.on_ambiguous == CM_AMBIGUOUS_BASIC_USER;
 	return g;
@@ -80,6 +106,7 @@ void gen_unref(struct gen *g)
 	for (int i = 0; g->engines != NULL && i < g->n_engines; i++)
 		cm_engine_free(g->engines[i]);
 	free(g->engines);
+	cm_revstore_free(g->rev);
 	cm_config_free(g->cfg);
 	free(g);
 }

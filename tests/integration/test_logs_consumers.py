@@ -308,7 +308,7 @@ class AuditLog(unittest.TestCase):
             o = json.loads(line)
             self.assertEqual(list(o), ["time", "request_id", "client_ip", "decision", "reason",
                                        "status", "substatus", "detail", "method", "user",
-                                       "cert", "directory_ms", "trace"])
+                                       "cert", "directory_ms", "revocation", "trace"])
             self.assertRegex(o["time"], r"^2026-11-22T10:00:\d\d\.\d{3}Z$")
             self.assertEqual(o["client_ip"], e["client_ip"])
             self.assertEqual(o["reason"], e["reason"])
