@@ -65,6 +65,7 @@ struct gen {
 	struct cm_engine **engines; /* one per decision thread */
 	int n_engines;
 	struct cm_cache *cache;
+	struct cm_revstore *rev; /* revocation data shared by the engines */
 	bool key_uses_basic; /* the Basic user changes decisions */
 };
 
@@ -130,6 +131,19 @@ struct conn {
 	unsigned long memo_gen;
 	unsigned char memo_key[CM_CACHE_KEY_BYTES];
 	struct cm_verdict *memo;
+	char *client_cert_hdr; /* ":<base64 leaf>:" for Client-Cert, made once (proxy.c) */
+	/* cache key of the chain (+ Basic user when key_use_basic), see request_key() */
+	bool key_valid, key_use_basic;
+	char *key_user; /* wiped on free */
+	unsigned char key[CM_CACHE_KEY_BYTES];
+	/* Hang-up watch (loop.c): the client socket is registered once, edge-
+	 * triggered on EPOLLRDHUP, the first time a request of the connection is
+	 * suspended waiting for the upstream; it stays registered until the
+	 * connection closes, so no epoll_ctl per request. */
+	struct req *req;      /* the request in progress (MHD has one at a time) */
+	struct evsrc hup;     /* fd -1: not registered */
+	bool hup_seen;        /* the peer hung up while nobody was watching */
+	bool hup_level;       /* re-armed level-triggered to report hup_seen */
 };
 
 enum req_state {
@@ -148,7 +162,7 @@ enum req_suspend {
 	SUSP_WAIT_BODY,
 };
 
-struct hdr {
+struct hdr { /* one allocation: name and value follow the node */
 	char *name;
 	char *value;
 	struct hdr *next;
@@ -195,7 +209,8 @@ struct req {
 	uint32_t win32;
 	/* upstream */
 	CURL *easy;
-	struct curl_slist *up_headers;
+	unsigned long easy_gen; /* generation whose options the handle carries (0: none) */
+	struct curl_slist *up_headers; /* one allocation: nodes and lines (free()) */
 	bool has_body;
 	bool upload_done;    /* client body fully received */
 	bool upload_eof_sent;
@@ -210,7 +225,7 @@ struct req {
 	long long resp_length; /* -1 unknown */
 	struct buf up, down;
 	bool response_queued;
-	struct evsrc hup; /* client fd watched for hang-up while suspended (fd -1: off) */
+	bool hup_watch; /* suspended waiting for the upstream: a hang-up aborts it */
 	bool client_gone;
 	uint64_t bytes_up, bytes_down;
 };
@@ -228,16 +243,23 @@ void loop_wake(struct loop *l);
 void loop_conn_delta(struct loop *l, int delta);
 
 /* Per-loop pools of curl easy handles and body buffers (loop thread only):
- * a request reuses what the previous one released. */
+ * a request reuses what the previous one released. A pooled easy handle
+ * keeps its options (no curl_easy_reset): *gen_id tells the generation whose
+ * constant options it carries (0 for a new handle); proxy_start() sets the
+ * per-request options every time and the constant ones when gen_id differs.
+ * loop_easy_put() with gen_id 0 (a transfer that did not end well) resets
+ * the handle. Every handle carries the loop's socket open/close callbacks. */
 #define CMD_POOL_MAX 256
-CURL *loop_easy_get(struct loop *l);
-void loop_easy_put(struct loop *l, CURL *e);
+CURL *loop_easy_get(struct loop *l, unsigned long *gen_id);
+void loop_easy_put(struct loop *l, CURL *e, unsigned long gen_id);
+void loop_easy_clean(struct loop *l, CURL *e); /* curl_easy_reset + the loop's callbacks */
 unsigned char *loop_buf_get(struct loop *l);
 void loop_buf_put(struct loop *l, unsigned char *b);
 
 /* Curl glue for proxy.c (loop thread only). */
 CURLM *loop_multi(struct loop *l);
 void loop_watch_hangup(struct loop *l, struct req *r, bool on);
+void loop_forget_conn(struct loop *l, struct conn *c); /* before c is freed */
 void loop_track_conn(struct loop *l, struct conn *c, bool add);
 void loop_track_req(struct loop *l, struct req *r, bool add);
 

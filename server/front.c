@@ -25,6 +25,8 @@
 #include "certmap/http.h"
 #include "certmapd.h"
 
+#include "certmap/revocation.h"
+
 #define MAX_BASIC_BYTES 4096
 
 /* ---- connections ---- */
@@ -37,6 +39,11 @@ static void conn_free(struct conn *c)
 		free(c->chain_der[i]);
 	free(c->chain_der);
 	free(c->chain_len);
+	free(c->client_cert_hdr);
+	if (c->key_user != NULL) {
+		explicit_bzero(c->key_user, strlen(c->key_user));
+		free(c->key_user);
+	}
 	cm_verdict_unref(c->memo);
 	free(c);
 }
@@ -75,6 +82,7 @@ static void notify_connection(void *cls, struct MHD_Connection *connection, void
 		c->loop = ctx->loop;
 		c->listener = ctx->li;
 		c->mhd = connection;
+		c->hup.fd = -1;
 		c->head_deadline = cm_now_ms() + ctx->head_timeout_ms;
 		loop_track_conn(ctx->loop, c, true);
 		ci = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
@@ -88,6 +96,7 @@ static void notify_connection(void *cls, struct MHD_Connection *connection, void
 	} else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
 		if (*socket_context != NULL) {
 			loop_track_conn(ctx->loop, *socket_context, false);
+			loop_forget_conn(ctx->loop, *socket_context);
 			conn_free(*socket_context);
 			loop_conn_delta(ctx->loop, -1);
 			cm_metrics_connections(ctx->srv->metrics, -1);
@@ -132,6 +141,21 @@ static void conn_load_chain(struct conn *c, struct MHD_Connection *connection)
 
 /* ---- requests ---- */
 
+/* snprintf("%lx") without the printf machinery (once per request). */
+static void hex_id(char out[24], unsigned long v)
+{
+	char tmp[sizeof(v) * 2];
+	size_t n = 0;
+
+	do {
+		tmp[n++] = "0123456789abcdef"[v & 15];
+		v >>= 4;
+	} while (v != 0);
+	for (size_t i = 0; i < n; i++)
+		out[i] = tmp[n - 1 - i];
+	out[n] = '\0';
+}
+
 static void *uri_log(void *cls, const char *uri, struct MHD_Connection *connection)
 {
 	struct front_ctx *ctx = cls;
@@ -143,19 +167,20 @@ static void *uri_log(void *cls, const char *uri, struct MHD_Connection *connecti
 	r->srv = ctx->srv;
 	r->loop = ctx->loop;
 	r->mhd = connection;
-	r->hup.fd = -1;
 	r->resp_tail = &r->resp_headers;
 	r->resp_length = -1;
 	r->headers_call = true;
 	clock_gettime(CLOCK_REALTIME, &r->started_wall);
 	r->started_ms = cm_now_ms();
 	r->seq = atomic_fetch_add(&ctx->srv->request_seq, 1) + 1;
-	snprintf(r->id, sizeof(r->id), "%lx", r->seq);
+	hex_id(r->id, r->seq);
 	r->raw_target = strdup(uri ? uri : "");
 	ci = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
 	r->conn = ci ? ci->socket_context : NULL;
-	if (r->conn != NULL)
+	if (r->conn != NULL) {
 		r->conn->head_deadline = r->started_ms + ctx->head_timeout_ms;
+		r->conn->req = r;
+	}
 	r->status = 400; /* until something better is known: MHD refused it */
 	loop_track_req(ctx->loop, r, true);
 	atomic_fetch_add(&ctx->srv->requests_in_flight, 1);
@@ -169,9 +194,7 @@ static void req_free(struct req *r)
 	while (h != NULL) {
 		struct hdr *next = h->next;
 
-		free(h->name);
-		free(h->value);
-		free(h);
+		free(h); /* name and value live in the same block (proxy.c) */
 		h = next;
 	}
 	free(r->raw_target);
@@ -251,6 +274,8 @@ static void request_completed(void *cls, struct MHD_Connection *connection, void
 		}
 	}
 	loop_watch_hangup(ctx->loop, r, false);
+	if (r->conn != NULL && r->conn->req == r)
+		r->conn->req = NULL;
 	if (r->easy != NULL)
 		proxy_abort(r);
 	if (toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT && r->response_queued && r->status < 400)
@@ -449,6 +474,30 @@ static struct cm_verdict *outage_verdict(void)
 	return cm_verdict_from_decision(&d, NULL);
 }
 
+/* r->key: the cache key depends only on the connection's chain (fixed once
+ * loaded) and, when use_basic, the Basic user; hashed once per connection
+ * and user instead of once per request. */
+static void request_key(struct conn *c, struct req *r, bool use_basic)
+{
+	const char *u = use_basic ? r->basic_user : NULL;
+
+	if (c->key_valid && c->key_use_basic == use_basic &&
+	    (c->key_user == NULL ? u == NULL : u != NULL && strcmp(c->key_user, u) == 0)) {
+		memcpy(r->key, c->key, CM_CACHE_KEY_BYTES);
+		return;
+	}
+	cm_cache_key((const unsigned char *const *)c->chain_der, c->chain_len, c->chain_n,
+		     r->basic_user, use_basic, r->key);
+	if (c->key_user != NULL) {
+		explicit_bzero(c->key_user, strlen(c->key_user));
+		free(c->key_user);
+	}
+	c->key_user = u != NULL ? strdup(u) : NULL;
+	c->key_valid = u == NULL || c->key_user != NULL;
+	c->key_use_basic = use_basic;
+	memcpy(c->key, r->key, CM_CACHE_KEY_BYTES);
+}
+
 /* Looks the decision up; true when r->verdict is known now, false when the
  * connection was suspended until it is. */
 static bool lookup_decision(struct req *r)
@@ -458,9 +507,9 @@ static bool lookup_decision(struct req *r)
 	struct cm_verdict *v = NULL;
 	enum cm_cache_status st;
 
-	cm_cache_key((const unsigned char *const *)c->chain_der, c->chain_len, c->chain_n,
-		     r->basic_user, g->key_uses_basic, r->key);
+	request_key(c, r, g->key_uses_basic);
 	if (c->memo != NULL && c->memo_gen == g->id &&
+	    c->memo->rev_epoch == cm_revstore_epoch(g->rev) &&
 	    memcmp(c->memo_key, r->key, CM_CACHE_KEY_BYTES) == 0) {
 		r->verdict = cm_verdict_ref(c->memo);
 		cm_metrics_cache(r->srv->metrics, CM_CACHE_HIT);
@@ -715,12 +764,19 @@ static enum MHD_Result queue_upstream_response(struct req *r)
 	r->substatus = 0;
 	no_body = strcmp(r->method, "HEAD") == 0 || r->up_status == 204 || r->up_status == 304 ||
 		  r->up_status < 200;
-	if (no_body)
+	if (no_body) {
 		resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
-	else
+	} else {
+		/* MHD allocates (and zeroes) the block with the response: no larger
+		 * than a short body needs. */
+		size_t block = 16 * 1024;
+
+		if (r->resp_length >= 0 && (uint64_t)r->resp_length < block)
+			block = r->resp_length < 1024 ? 1024 : (size_t)r->resp_length;
 		resp = MHD_create_response_from_callback(
-			r->resp_length >= 0 ? (uint64_t)r->resp_length : MHD_SIZE_UNKNOWN, 16 * 1024,
+			r->resp_length >= 0 ? (uint64_t)r->resp_length : MHD_SIZE_UNKNOWN, block,
 			proxy_read_response, r, NULL);
+	}
 	if (resp == NULL)
 		return MHD_NO;
 	for (const struct hdr *h = r->resp_headers; h != NULL; h = h->next)

@@ -31,6 +31,22 @@ struct pending {
 	struct pending *prev, *next;
 };
 
+/* A socket curl asked us to watch. One per fd number, kept for the life of
+ * the loop (l->csocks[fd]): curl drops a socket from its set (POLL_REMOVE)
+ * after every transfer and asks for it again with the next request on the
+ * same keep-alive connection, so the registration stays in the epoll set
+ * while the connection is idle and an unchanged interest costs no
+ * epoll_ctl. A readiness event for a socket curl does not want (an idle
+ * connection the upstream closed) removes the registration. curl opens and
+ * closes its sockets through our callbacks, so a reused fd number always
+ * starts unregistered. */
+struct csock {
+	struct evsrc src;
+	uint32_t events;  /* registered interest */
+	bool in_epoll;
+	bool wanted;      /* curl watches it now */
+};
+
 struct loop {
 	struct server *srv;
 	int index;
@@ -54,28 +70,60 @@ struct loop {
 	struct conn *conns_list;
 	struct req *reqs;
 	CURL *easy_pool[CMD_POOL_MAX];
+	unsigned long easy_gen[CMD_POOL_MAX];
 	int n_easy;
+	struct csock **csocks; /* by fd */
+	int n_csocks;
 	unsigned char *buf_pool[CMD_POOL_MAX];
 	int n_buf;
 };
 
-CURL *loop_easy_get(struct loop *l)
+static curl_socket_t curl_open_socket(void *clientp, curlsocktype purpose,
+				      struct curl_sockaddr *addr);
+static int curl_close_socket(void *clientp, curl_socket_t s);
+
+static void easy_socket_callbacks(struct loop *l, CURL *e)
 {
-	if (l->n_easy > 0)
-		return l->easy_pool[--l->n_easy];
-	return curl_easy_init();
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, curl_open_socket);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, l);
+	curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, curl_close_socket);
+	curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, l);
 }
 
-void loop_easy_put(struct loop *l, CURL *e)
+void loop_easy_clean(struct loop *l, CURL *e)
+{
+	curl_easy_reset(e);
+	easy_socket_callbacks(l, e);
+}
+
+CURL *loop_easy_get(struct loop *l, unsigned long *gen_id)
+{
+	CURL *e;
+
+	if (l->n_easy > 0) {
+		l->n_easy--;
+		*gen_id = l->easy_gen[l->n_easy];
+		return l->easy_pool[l->n_easy];
+	}
+	*gen_id = 0;
+	e = curl_easy_init();
+	if (e != NULL)
+		easy_socket_callbacks(l, e);
+	return e;
+}
+
+void loop_easy_put(struct loop *l, CURL *e, unsigned long gen_id)
 {
 	if (e == NULL)
 		return;
-	if (l->n_easy < CMD_POOL_MAX) {
-		curl_easy_reset(e);
-		l->easy_pool[l->n_easy++] = e;
-	} else {
+	if (l->n_easy >= CMD_POOL_MAX) {
 		curl_easy_cleanup(e);
+		return;
 	}
+	if (gen_id == 0) /* aborted or failed: start from a clean handle */
+		loop_easy_clean(l, e);
+	l->easy_gen[l->n_easy] = gen_id;
+	l->easy_pool[l->n_easy++] = e;
 }
 
 unsigned char *loop_buf_get(struct loop *l)
@@ -115,39 +163,105 @@ size_t loop_connections(struct loop *l)
 
 /* ---- curl multi glue ---- */
 
+/* The entry for fd s, made on first use; NULL when out of memory. */
+static struct csock *csock_of(struct loop *l, curl_socket_t s)
+{
+	struct csock *cs;
+
+	if (s < 0)
+		return NULL;
+	if (s >= l->n_csocks) {
+		int n = l->n_csocks ? l->n_csocks : 64;
+		struct csock **t;
+
+		while (n <= s)
+			n *= 2;
+		t = realloc(l->csocks, (size_t)n * sizeof(*t));
+		if (t == NULL)
+			return NULL;
+		memset(t + l->n_csocks, 0, (size_t)(n - l->n_csocks) * sizeof(*t));
+		l->csocks = t;
+		l->n_csocks = n;
+	}
+	cs = l->csocks[s];
+	if (cs == NULL) {
+		cs = calloc(1, sizeof(*cs));
+		if (cs == NULL)
+			return NULL;
+		cs->src.kind = EV_CURL;
+		cs->src.fd = s;
+		cs->src.ptr = cs;
+		l->csocks[s] = cs;
+	}
+	return cs;
+}
+
+static void csock_unregister(struct loop *l, struct csock *cs)
+{
+	if (cs->in_epoll)
+		epoll_ctl(l->epfd, EPOLL_CTL_DEL, cs->src.fd, NULL);
+	cs->in_epoll = false;
+	cs->wanted = false;
+	cs->events = 0;
+}
+
+static curl_socket_t curl_open_socket(void *clientp, curlsocktype purpose,
+				      struct curl_sockaddr *addr)
+{
+	struct loop *l = clientp;
+	curl_socket_t s;
+
+	(void)purpose;
+	s = socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+	if (s >= 0 && s < l->n_csocks && l->csocks[s] != NULL) {
+		/* A new file: whatever this fd number was registered as is gone. */
+		l->csocks[s]->in_epoll = false;
+		l->csocks[s]->wanted = false;
+		l->csocks[s]->events = 0;
+	}
+	return s;
+}
+
+static int curl_close_socket(void *clientp, curl_socket_t s)
+{
+	struct loop *l = clientp;
+
+	if (s >= 0 && s < l->n_csocks && l->csocks[s] != NULL)
+		csock_unregister(l, l->csocks[s]);
+	return close(s);
+}
+
 static int curl_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
 	struct loop *l = userp;
-	struct evsrc *src = socketp;
+	struct csock *cs = csock_of(l, s);
 	struct epoll_event ev = {0};
 
 	(void)easy;
+	(void)socketp;
+	if (cs == NULL)
+		return what == CURL_POLL_REMOVE ? 0 : -1;
 	if (what == CURL_POLL_REMOVE) {
-		if (src != NULL) {
-			epoll_ctl(l->epfd, EPOLL_CTL_DEL, s, NULL);
-			curl_multi_assign(l->multi, s, NULL);
-			free(src);
-		}
+		cs->wanted = false; /* stays registered: see struct csock */
 		return 0;
 	}
+	cs->wanted = true;
 	ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
-	if (src == NULL) {
-		src = calloc(1, sizeof(*src));
-		if (src == NULL)
-			return -1;
-		src->kind = EV_CURL;
-		src->fd = s;
-		curl_multi_assign(l->multi, s, src);
-		ev.data.ptr = src;
-		if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, s, &ev) != 0 && errno == EEXIST)
-			epoll_ctl(l->epfd, EPOLL_CTL_MOD, s, &ev);
-	} else {
-		ev.data.ptr = src;
+	if (cs->in_epoll && cs->events == ev.events)
+		return 0;
+	ev.data.ptr = &cs->src;
+	if (cs->in_epoll) {
 		if (epoll_ctl(l->epfd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT)
 			epoll_ctl(l->epfd, EPOLL_CTL_ADD, s, &ev);
+	} else if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, s, &ev) != 0 && errno == EEXIST) {
+		epoll_ctl(l->epfd, EPOLL_CTL_MOD, s, &ev);
 	}
+	cs->in_epoll = true;
+	cs->events = ev.events;
 	return 0;
 }
+
+static void on_curl_event(struct loop *l, struct csock *cs, uint32_t e);
 
 static int curl_timer_cb(CURLM *multi, long timeout_ms, void *userp)
 {
@@ -184,36 +298,77 @@ static void curl_action(struct loop *l, curl_socket_t s, int mask)
 	curl_check_done(l);
 }
 
+static void on_curl_event(struct loop *l, struct csock *cs, uint32_t e)
+{
+	if (!cs->wanted) { /* an idle connection: the upstream closed it, or stale */
+		if (cs->in_epoll)
+			csock_unregister(l, cs);
+		return;
+	}
+	curl_action(l, cs->src.fd,
+		    (e & EPOLLIN ? CURL_CSELECT_IN : 0) | (e & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
+			    (e & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0));
+}
+
 /* ---- hang-up watch on suspended client connections ---- */
+
+static void hup_arm(struct loop *l, struct conn *c, bool level)
+{
+	struct epoll_event ev = {0};
+
+	ev.events = EPOLLRDHUP | (level ? 0 : EPOLLET);
+	ev.data.ptr = &c->hup;
+	if (epoll_ctl(l->epfd, EPOLL_CTL_MOD, c->hup.fd, &ev) == 0)
+		c->hup_level = level;
+}
 
 void loop_watch_hangup(struct loop *l, struct req *r, bool on)
 {
-	const union MHD_ConnectionInfo *ci;
+	struct conn *c = r->conn;
 	struct epoll_event ev = {0};
 
-	if (!on) {
-		if (r->hup.fd >= 0) {
-			epoll_ctl(l->epfd, EPOLL_CTL_DEL, r->hup.fd, NULL);
-			r->hup.fd = -1;
-		}
+	r->hup_watch = on;
+	if (!on || c == NULL)
 		return;
+	if (c->hup.fd < 0) {
+		const union MHD_ConnectionInfo *ci =
+			MHD_get_connection_info(r->mhd, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+		if (ci == NULL)
+			return;
+		c->hup.kind = EV_HUP;
+		c->hup.ptr = c;
+		ev.events = EPOLLRDHUP | EPOLLET;
+		ev.data.ptr = &c->hup;
+		if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, ci->connect_fd, &ev) != 0)
+			return;
+		c->hup.fd = ci->connect_fd; /* an earlier hang-up is reported at once */
+		c->hup_level = false;
+	} else if (c->hup_seen && !c->hup_level) {
+		hup_arm(l, c, true); /* reported by the next epoll_wait */
 	}
-	if (r->hup.fd >= 0)
-		return;
-	ci = MHD_get_connection_info(r->mhd, MHD_CONNECTION_INFO_CONNECTION_FD);
-	if (ci == NULL)
-		return;
-	r->hup.kind = EV_HUP;
-	r->hup.ptr = r;
-	r->hup.fd = ci->connect_fd;
-	ev.events = EPOLLRDHUP;
-	ev.data.ptr = &r->hup;
-	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, r->hup.fd, &ev) != 0)
-		r->hup.fd = -1;
 }
 
-static void on_hangup(struct loop *l, struct req *r)
+void loop_forget_conn(struct loop *l, struct conn *c)
 {
+	if (c->hup.fd >= 0)
+		epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->hup.fd, NULL);
+	c->hup.fd = -1;
+	c->req = NULL;
+}
+
+static void on_hangup(struct loop *l, struct conn *c)
+{
+	struct req *r = c->req;
+
+	c->hup_seen = true;
+	if (r == NULL || !r->hup_watch) {
+		if (c->hup_level)
+			hup_arm(l, c, false); /* level-triggered would repeat it */
+		return;
+	}
+	if (c->hup_level)
+		hup_arm(l, c, false);
 	loop_watch_hangup(l, r, false);
 	r->client_gone = true;
 	proxy_abort(r);
@@ -515,10 +670,7 @@ static void *loop_main(void *arg)
 				on_pending(l, src->ptr);
 				break;
 			case EV_CURL:
-				curl_action(l, src->fd,
-					    (e & EPOLLIN ? CURL_CSELECT_IN : 0) |
-						    (e & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
-						    (e & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0));
+				on_curl_event(l, src->ptr, e);
 				break;
 			case EV_HUP:
 				on_hangup(l, src->ptr);
@@ -681,7 +833,10 @@ void loop_free(struct loop *l)
 	while (l->n_buf > 0)
 		free(l->buf_pool[--l->n_buf]);
 	if (l->multi != NULL)
-		curl_multi_cleanup(l->multi);
+		curl_multi_cleanup(l->multi); /* closes through curl_close_socket */
+	for (int i = 0; i < l->n_csocks; i++)
+		free(l->csocks[i]);
+	free(l->csocks);
 	free(l->mhd);
 	free(l->mhd_src);
 	free(l->ctx);

@@ -84,14 +84,18 @@ static void add_header(struct req *r, const char *line, size_t len)
 		v++;
 	while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
 		end--;
-	h = calloc(1, sizeof(*h));
+	/* One allocation: the node, then "name\0value\0" (free(h) frees all). */
+	h = malloc(sizeof(*h) + (size_t)(colon - line) + (size_t)(end - v) + 2);
 	if (h == NULL)
 		return;
-	h->name = cm_memdup_str(line, (size_t)(colon - line));
-	h->value = cm_memdup_str(v, (size_t)(end - v));
-	if (h->name == NULL || h->value == NULL || !cm_http_valid_header_name(h->name)) {
-		free(h->name);
-		free(h->value);
+	h->next = NULL;
+	h->name = (char *)(h + 1);
+	memcpy(h->name, line, (size_t)(colon - line));
+	h->name[colon - line] = '\0';
+	h->value = h->name + (colon - line) + 1;
+	memcpy(h->value, v, (size_t)(end - v));
+	h->value[end - v] = '\0';
+	if (!cm_http_valid_header_name(h->name)) {
 		free(h);
 		return;
 	}
@@ -112,9 +116,7 @@ static void clear_headers(struct req *r)
 		struct hdr *h = r->resp_headers;
 
 		r->resp_headers = h->next;
-		free(h->name);
-		free(h->value);
-		free(h);
+		free(h); /* name and value live in the same block */
 	}
 	r->resp_tail = &r->resp_headers;
 	r->resp_length = -1;
@@ -234,20 +236,22 @@ void proxy_upload_complete(struct req *r)
 
 /* ---- transfer lifecycle ---- */
 
-static void release_easy(struct req *r)
+/* ok: the transfer ended normally, the handle keeps its options for the next
+ * request; else it is reset. */
+static void release_easy(struct req *r, bool ok)
 {
 	if (r->easy != NULL) {
 		curl_multi_remove_handle(loop_multi(r->loop), r->easy);
-		loop_easy_put(r->loop, r->easy);
+		loop_easy_put(r->loop, r->easy, ok ? r->easy_gen : 0);
 		r->easy = NULL;
 	}
-	curl_slist_free_all(r->up_headers);
+	free(r->up_headers); /* one block: see build_headers */
 	r->up_headers = NULL;
 }
 
 void proxy_transfer_done(struct req *r, CURLcode result)
 {
-	release_easy(r);
+	release_easy(r, result == CURLE_OK);
 	r->upstream_done = true;
 	r->upstream_result = result;
 	if (result != CURLE_OK && !r->client_gone)
@@ -263,38 +267,66 @@ void proxy_abort(struct req *r)
 {
 	if (r->easy == NULL)
 		return;
-	release_easy(r);
+	release_easy(r, false);
 	r->upstream_done = true;
 	r->upstream_result = CURLE_ABORTED_BY_CALLBACK;
 }
 
 /* ---- building the upstream request ---- */
 
-struct hdr_ctx {
-	struct req *r;
-	const char *connection;
-	bool keep_authorization;
-	bool failed;
+/* The upstream header lines are built in two passes over the same headers:
+ * the first counts, the second fills one block holding the curl_slist nodes
+ * and the "Name: value" lines (curl only reads the list; it must outlive the
+ * transfer and is freed with free() in release_easy). */
+#define KEPT_MAX 64
+
+struct hdr_block {
+	bool fill;
+	size_t n, bytes;          /* counted */
+	/* the client headers the first pass kept (MHD's strings, valid for the
+	 * request), so the second pass does not filter again */
+	const char *kept[2 * KEPT_MAX];
+	size_t n_kept;
+	bool kept_overflow;
+	struct curl_slist *nodes; /* fill: n nodes, then the lines */
+	size_t used;
+	char *text;
 };
 
-static bool append(struct curl_slist **list, const char *name, const char *value)
+static void emit(struct hdr_block *b, const char *name, const char *value)
 {
-	char *line = cm_strdup_printf("%s: %s", name, value);
-	struct curl_slist *n;
+	size_t nl = strlen(name), vl = strlen(value);
+	struct curl_slist *node;
+	char *line;
 
-	if (line == NULL)
-		return false;
+	if (!b->fill) {
+		b->n++;
+		b->bytes += nl + 2 + vl + 1;
+		return;
+	}
+	node = &b->nodes[b->used];
+	line = b->text;
+	memcpy(line, name, nl);
+	line[nl] = ':';
+	line[nl + 1] = ' ';
+	memcpy(line + nl + 2, value, vl);
+	line[nl + 2 + vl] = '\0';
 	/* CR/LF cannot come from MHD's parser; strip any from our own values. */
-	for (char *p = line; *p; p++)
-		if (*p == '\r' || *p == '\n')
-			*p = ' ';
-	n = curl_slist_append(*list, line);
-	free(line);
-	if (n == NULL)
-		return false;
-	*list = n;
-	return true;
+	for (char *p = strpbrk(line + nl + 2, "\r\n"); p != NULL; p = strpbrk(p + 1, "\r\n"))
+		*p = ' ';
+	b->text += nl + 2 + vl + 1;
+	node->data = line;
+	node->next = NULL;
+	if (b->used > 0)
+		b->nodes[b->used - 1].next = node;
+	b->used++;
 }
+
+struct hdr_ctx {
+	struct hdr_block *b;
+	const char *connection;
+	bool keep_authorization;
+};
 
 static enum MHD_Result copy_header(void *cls, enum MHD_ValueKind kind, const char *key,
 				   const char *value)
@@ -310,94 +342,101 @@ static enum MHD_Result copy_header(void *cls, enum MHD_ValueKind kind, const cha
 		return MHD_YES;
 	if (strcasecmp(key, "Authorization") == 0 && !hc->keep_authorization)
 		return MHD_YES;
-	if (!append(&hc->r->up_headers, key, value ? value : "")) {
-		hc->failed = true;
-		return MHD_NO;
+	if (!hc->b->fill) {
+		if (hc->b->n_kept < KEPT_MAX) {
+			hc->b->kept[2 * hc->b->n_kept] = key;
+			hc->b->kept[2 * hc->b->n_kept + 1] = value ? value : "";
+			hc->b->n_kept++;
+		} else {
+			hc->b->kept_overflow = true;
+		}
 	}
+	emit(hc->b, key, value ? value : "");
 	return MHD_YES;
 }
 
-static char *b64(const unsigned char *der, size_t len)
+/* Client-Cert value ":<base64 DER of the leaf>:", made once per connection. */
+static const char *client_cert_value(struct conn *c)
 {
-	size_t out_len = 4 * ((len + 2) / 3) + 1;
-	char *out = malloc(out_len);
+	if (c->client_cert_hdr == NULL) {
+		size_t len = c->chain_len[0];
+		char *out = malloc(4 * ((len + 2) / 3) + 3);
 
-	if (out == NULL)
-		return NULL;
-	EVP_EncodeBlock((unsigned char *)out, der, (int)len);
-	return out;
+		if (out == NULL)
+			return NULL;
+		out[0] = ':';
+		EVP_EncodeBlock((unsigned char *)out + 1, c->chain_der[0], (int)len);
+		strcat(out, ":");
+		c->client_cert_hdr = out;
+	}
+	return c->client_cert_hdr;
+}
+
+static void emit_all(struct req *r, struct hdr_block *b, const char *host, const char *cert)
+{
+	const struct cm_config *cfg = r->gen->cfg;
+	bool allowed = r->verdict != NULL && r->verdict->reason == CM_REASON_ALLOWED;
+	struct hdr_ctx hc = {
+		.b = b,
+		.connection = MHD_lookup_connection_value(r->mhd, MHD_HEADER_KIND, "Connection"),
+		/* basic: the client's Basic credentials go on (Exchange checks
+		 * them); headers: certmapd's identity replaces them. */
+		.keep_authorization = cfg->upstream.identity == CM_IDENTITY_BASIC,
+	};
+
+	if (b->fill && !b->kept_overflow) {
+		for (size_t i = 0; i < b->n_kept; i++)
+			emit(b, b->kept[2 * i], b->kept[2 * i + 1]);
+	} else {
+		MHD_get_connection_values(r->mhd, MHD_HEADER_KIND, copy_header, &hc);
+	}
+	emit(b, "X-Forwarded-For", r->conn->client_ip);
+	emit(b, "X-Forwarded-Proto", "https");
+	if (host != NULL)
+		emit(b, "X-Forwarded-Host", host);
+	emit(b, "Expect", ""); /* no 100-continue stalls */
+	if (cfg->upstream.identity == CM_IDENTITY_HEADERS && allowed) {
+		const struct cm_verdict *v = r->verdict;
+
+		if (v->logon_name)
+			emit(b, "X-Certmap-User", v->logon_name);
+		if (v->user_upn)
+			emit(b, "X-Certmap-UPN", v->user_upn);
+		if (v->user_dn)
+			emit(b, "X-Certmap-DN", v->user_dn);
+		emit(b, "Client-Cert", cert);
+	}
 }
 
 static int build_headers(struct req *r)
 {
 	const struct cm_config *cfg = r->gen->cfg;
 	bool allowed = r->verdict != NULL && r->verdict->reason == CM_REASON_ALLOWED;
-	struct hdr_ctx hc = {
-		.r = r,
-		.connection = MHD_lookup_connection_value(r->mhd, MHD_HEADER_KIND, "Connection"),
-		/* basic: the client's Basic credentials go on (Exchange checks
-		 * them); headers: certmapd's identity replaces them. */
-		.keep_authorization = cfg->upstream.identity == CM_IDENTITY_BASIC,
-	};
 	const char *host = MHD_lookup_connection_value(r->mhd, MHD_HEADER_KIND, "Host");
+	const char *cert = NULL;
+	struct hdr_block b = {0};
 
-	MHD_get_connection_values(r->mhd, MHD_HEADER_KIND, copy_header, &hc);
-	if (hc.failed)
+	if (cfg->upstream.identity == CM_IDENTITY_HEADERS && allowed &&
+	    (cert = client_cert_value(r->conn)) == NULL)
 		return -1;
-	if (!append(&r->up_headers, "X-Forwarded-For", r->conn->client_ip) ||
-	    !append(&r->up_headers, "X-Forwarded-Proto", "https") ||
-	    (host != NULL && !append(&r->up_headers, "X-Forwarded-Host", host)) ||
-	    !append(&r->up_headers, "Expect", "") /* no 100-continue stalls */)
+	emit_all(r, &b, host, cert);
+	b.nodes = malloc(b.n * sizeof(*b.nodes) + b.bytes);
+	if (b.nodes == NULL)
 		return -1;
-	if (cfg->upstream.identity == CM_IDENTITY_HEADERS && allowed) {
-		const struct cm_verdict *v = r->verdict;
-		char *cert = b64(r->conn->chain_der[0], r->conn->chain_len[0]);
-		char *wrapped = cert ? cm_strdup_printf(":%s:", cert) : NULL;
-		bool ok = wrapped != NULL;
-
-		if (ok && v->logon_name)
-			ok = append(&r->up_headers, "X-Certmap-User", v->logon_name);
-		if (ok && v->user_upn)
-			ok = append(&r->up_headers, "X-Certmap-UPN", v->user_upn);
-		if (ok && v->user_dn)
-			ok = append(&r->up_headers, "X-Certmap-DN", v->user_dn);
-		if (ok)
-			ok = append(&r->up_headers, "Client-Cert", wrapped);
-		free(cert);
-		free(wrapped);
-		if (!ok)
-			return -1;
+	b.text = (char *)(b.nodes + b.n);
+	b.fill = true;
+	emit_all(r, &b, host, cert);
+	if (b.used != b.n) { /* cannot happen: the same headers twice */
+		free(b.nodes);
+		return -1;
 	}
+	r->up_headers = b.nodes;
 	return 0;
 }
 
-int proxy_start(struct req *r)
+/* Options that depend only on the generation's config. */
+static void set_constant_options(CURL *e, const struct cm_config *cfg)
 {
-	const struct cm_config *cfg = r->gen->cfg;
-	const char *cl = MHD_lookup_connection_value(r->mhd, MHD_HEADER_KIND, "Content-Length");
-	const char *te = MHD_lookup_connection_value(r->mhd, MHD_HEADER_KIND, "Transfer-Encoding");
-	size_t base_len = strlen(cfg->upstream.url);
-	char *url;
-	CURL *e;
-
-	while (base_len > 0 && cfg->upstream.url[base_len - 1] == '/')
-		base_len--;
-	url = cm_strdup_printf("%.*s%s%s%s", (int)base_len, cfg->upstream.url, r->path,
-			       r->query ? "?" : "", r->query ? r->query : "");
-	if (url == NULL)
-		return -1;
-	e = loop_easy_get(r->loop);
-	if (e == NULL || build_headers(r) != 0) {
-		free(url);
-		loop_easy_put(r->loop, e);
-		curl_slist_free_all(r->up_headers);
-		r->up_headers = NULL;
-		return -1;
-	}
-	r->easy = e;
-	curl_easy_setopt(e, CURLOPT_URL, url);
-	free(url);
-	curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)r);
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
 	curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
@@ -410,9 +449,58 @@ int proxy_start(struct req *r)
 		curl_easy_setopt(e, CURLOPT_CAINFO, cfg->upstream.ca_file);
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, cfg->upstream.verify ? 1L : 0L);
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, cfg->upstream.verify ? 2L : 0L);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
+}
+
+int proxy_start(struct req *r)
+{
+	const struct cm_config *cfg = r->gen->cfg;
+	const char *cl = MHD_lookup_connection_value(r->mhd, MHD_HEADER_KIND, "Content-Length");
+	const char *te = MHD_lookup_connection_value(r->mhd, MHD_HEADER_KIND, "Transfer-Encoding");
+	size_t base_len = strlen(cfg->upstream.url), path_len = strlen(r->path);
+	size_t query_len = r->query ? strlen(r->query) : 0;
+	char stack_url[2048], *url = stack_url;
+	unsigned long easy_gen = 0;
+	CURL *e;
+
+	while (base_len > 0 && cfg->upstream.url[base_len - 1] == '/')
+		base_len--;
+	if (base_len + path_len + 1 + query_len + 1 > sizeof(stack_url) &&
+	    (url = malloc(base_len + path_len + 1 + query_len + 1)) == NULL)
+		return -1;
+	memcpy(url, cfg->upstream.url, base_len);
+	memcpy(url + base_len, r->path, path_len);
+	if (r->query != NULL) {
+		url[base_len + path_len] = '?';
+		memcpy(url + base_len + path_len + 1, r->query, query_len + 1);
+	} else {
+		url[base_len + path_len] = '\0';
+	}
+	e = loop_easy_get(r->loop, &easy_gen);
+	if (e == NULL || build_headers(r) != 0) {
+		if (url != stack_url)
+			free(url);
+		loop_easy_put(r->loop, e, easy_gen);
+		return -1;
+	}
+	r->easy = e;
+	if (easy_gen != r->gen->id) {
+		if (easy_gen != 0) /* configured by an older generation: start clean */
+			loop_easy_clean(r->loop, e);
+		set_constant_options(e, cfg);
+		easy_gen = r->gen->id;
+	}
+	r->easy_gen = easy_gen;
+	curl_easy_setopt(e, CURLOPT_URL, url); /* copied */
+	if (url != stack_url)
+		free(url);
+	curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)r);
 	curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
-	if (strcmp(r->method, "HEAD") == 0)
-		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+	/* A pooled handle keeps the previous request's options: set each one
+	 * that varies. UPLOAD 0 first (method GET), then NOBODY, then UPLOAD. */
+	curl_easy_setopt(e, CURLOPT_UPLOAD, 0L);
+	curl_easy_setopt(e, CURLOPT_NOBODY, strcmp(r->method, "HEAD") == 0 ? 1L : 0L);
 	if (cl != NULL || (te != NULL && strcasecmp(te, "identity") != 0)) {
 		long long len = -1;
 
@@ -428,14 +516,16 @@ int proxy_start(struct req *r)
 		curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)len);
 		curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
 		curl_easy_setopt(e, CURLOPT_READDATA, r);
+	} else {
+		curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)-1);
+		curl_easy_setopt(e, CURLOPT_READFUNCTION, (curl_read_callback)NULL);
+		curl_easy_setopt(e, CURLOPT_READDATA, (void *)NULL);
 	}
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->up_headers);
-	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
 	if (curl_multi_add_handle(loop_multi(r->loop), e) != CURLM_OK) {
-		release_easy(r);
+		release_easy(r, false);
 		return -1;
 	}
 	return 0;
