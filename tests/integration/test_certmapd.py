@@ -720,6 +720,69 @@ class HeldPings(CertmapdCase):
         self.assertAlive()
 
 
+class HangUp(CertmapdCase):
+    """A client that goes away while its request is held at the upstream: certmapd notices at
+    once (not when the upstream answers), cancels the upstream request, logs the request, and
+    keeps serving. On the first request of a connection, later on a keep-alive connection, and
+    with a half-close (shutdown of the client's sending side)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = start_certmapd("hangup")
+
+    @staticmethod
+    def read_response(s):
+        s.settimeout(10)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        n = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                n = int(line.split(b":")[1])
+        while len(body) < n:
+            body += s.recv(65536)
+        return head.split(b"\r\n")[0]
+
+    def held_then_close(self, close, before=0):
+        s = tls_socket(self.d, client_context("alice.pem"))
+        for i in range(before):
+            s.sendall(("GET %s?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % (EAS, i)).encode())
+            self.assertIn(b" 200 ", self.read_response(s))
+        t = tag()
+        held0 = UP.stats()["held_now"]
+        mine0 = self.d.metrics().value("certmap_requests_held")
+        s.sendall(("GET %s?Cmd=Ping&t=%s HTTP/1.1\r\nHost: x\r\nX-Lab-Hold-Seconds: 30\r\n\r\n"
+                   % (EAS, t)).encode())
+        wait_for(lambda: UP.stats()["held_now"] > held0, 5, what="the Ping held at the upstream")
+        self.assertEqual(self.d.metrics().value("certmap_requests_held"), mine0 + 1)
+        t0 = time.monotonic()
+        close(s)
+        e = self.d.access_for("t=" + t, timeout=8)
+        self.assertLess(time.monotonic() - t0, 5, "hang-up noticed late: %s" % e)
+        # (the lab upstream itself notices only when its hold ends: MHD does not watch a
+        # suspended connection; certmapd's own gauge says the request is gone)
+        wait_for(lambda: self.d.metrics().value("certmap_requests_held") == mine0, 5,
+                 what="certmapd to drop the held request after the client left")
+        s.close()
+        self.assertEqual(self.d.curl(EAS + "?after=" + t, cert="alice.pem").status, 200)
+        self.assertAlive()
+        return e
+
+    def test_close_on_first_request(self):
+        self.held_then_close(lambda s: s.close())
+
+    def test_close_on_a_later_keepalive_request(self):
+        self.held_then_close(lambda s: s.close(), before=20)
+
+    def test_half_close_on_a_later_request(self):
+        self.held_then_close(lambda s: s.shutdown(socket.SHUT_WR), before=1)
+
+
 # ------------------------------------------------------------------------------------------
 # 9. Reload
 
