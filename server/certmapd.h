@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -47,7 +48,7 @@
 #define CMD_ACCEPT_BURST 8                  /* accept() calls per listener wake-up */
 
 /* Tag of every epoll registration of a loop (epoll_event.data.ptr). */
-enum evkind { EV_WAKE, EV_LISTEN, EV_MHD, EV_PENDING, EV_CURL, EV_HUP };
+enum evkind { EV_WAKE, EV_LISTEN, EV_MHD, EV_PENDING, EV_CURL, EV_HUP, EV_UPSTREAM };
 
 struct evsrc {
 	enum evkind kind;
@@ -58,6 +59,8 @@ struct evsrc {
 
 /* ---- generations ---- */
 
+struct up_target;
+
 struct gen {
 	atomic_int refs;
 	unsigned long id;
@@ -67,6 +70,7 @@ struct gen {
 	struct cm_cache *cache;
 	struct cm_revstore *rev; /* revocation data shared by the engines */
 	bool key_uses_basic; /* the Basic user changes decisions */
+	struct up_target *target; /* http:// upstream for upstream.c; NULL: curl */
 };
 
 struct gen *gen_new(const char *config_file, int n_engines, unsigned long id, char **error);
@@ -207,7 +211,8 @@ struct req {
 	int status;
 	int substatus;
 	uint32_t win32;
-	/* upstream */
+	/* upstream: curl (easy) or the lean client (upc), see upstream.c */
+	struct upconn *upc;
 	CURL *easy;
 	unsigned long easy_gen; /* generation whose options the handle carries (0: none) */
 	struct curl_slist *up_headers; /* one allocation: nodes and lines (free()) */
@@ -285,6 +290,64 @@ ssize_t proxy_read_response(void *cls, uint64_t pos, char *buf, size_t max);
 /* Feeds request body bytes; returns how many were taken. */
 size_t proxy_feed_upload(struct req *r, const char *data, size_t len);
 void proxy_upload_complete(struct req *r);
+
+/* Shared with upstream.c. A response head line (with its line end) as curl's
+ * header callback sees it; false: the head is too large (abort: 502). */
+bool proxy_header_line(struct req *r, const char *data, size_t len);
+
+static inline size_t buf_pending(const struct buf *b)
+{
+	return b->end - b->start;
+}
+
+/* Room at the end after compacting. */
+static inline size_t buf_room(struct buf *b)
+{
+	if (b->start > 0 && b->start == b->end)
+		b->start = b->end = 0;
+	if (CMD_BUF_BYTES - b->end < CMD_BUF_BYTES / 4 && b->start > 0) {
+		memmove(b->data, b->data + b->start, b->end - b->start);
+		b->end -= b->start;
+		b->start = 0;
+	}
+	return CMD_BUF_BYTES - b->end;
+}
+
+/* ---- lean upstream client (upstream.c): http:// upstreams without curl ----
+ * Each loop keeps its upstream connections: active ones (deadline list) and
+ * idle keep-alive ones (LIFO, at most CMD_UP_IDLE_MAX, dropped after
+ * CMD_UP_IDLE_MS or when the upstream closes them). */
+#define CMD_UP_IDLE_MAX 256
+#define CMD_UP_IDLE_MS 118000.0 /* curl's default CURLOPT_MAXAGE_CONN */
+#define CMD_UP_CONNECT_MS 10000.0
+
+struct upconn;
+struct up_pool {
+	struct upconn *idle, *idle_tail; /* most recently used first */
+	int n_idle;
+	struct upconn *active;
+	struct upconn *dead; /* closed this round, freed by upstream_reap() */
+	double next_deadline; /* monotonic ms, earliest active deadline or earlier; 0: none */
+};
+
+/* http:// URL → target (resolved now, once per generation); NULL when the URL
+ * is not one the lean client takes (https://, user info, query) or does not
+ * resolve: curl then serves the generation. */
+struct up_target *upstream_target_new(const char *url, char **why);
+void upstream_target_free(struct up_target *t);
+/* Starts r's exchange; r->up_headers holds the header lines (build_headers),
+ * body_len: -1 none, -2 chunked, else Content-Length. */
+int upstream_start(struct req *r, long long body_len);
+void upstream_kick(struct req *r);   /* body bytes or the end of the body arrived */
+void upstream_drained(struct req *r); /* room in r->down again */
+void upstream_abort(struct req *r);  /* closes the connection */
+void upstream_event(struct upconn *c, uint32_t events);
+void upstream_expire(struct loop *l, double now); /* deadlines of active exchanges */
+void upstream_sweep_idle(struct loop *l, double now);
+void upstream_reap(struct loop *l); /* end of each loop round */
+void upstream_pool_free(struct loop *l);
+struct up_pool *loop_up_pool(struct loop *l);
+int loop_epfd(struct loop *l);
 
 /* ---- decisions ---- */
 

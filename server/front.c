@@ -276,8 +276,7 @@ static void request_completed(void *cls, struct MHD_Connection *connection, void
 	loop_watch_hangup(ctx->loop, r, false);
 	if (r->conn != NULL && r->conn->req == r)
 		r->conn->req = NULL;
-	if (r->easy != NULL)
-		proxy_abort(r);
+	proxy_abort(r); /* nothing when no exchange is running */
 	if (toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT && r->response_queued && r->status < 400)
 		r->win32 = 64; /* ERROR_NETNAME_DELETED, as IIS logs a client gone mid-response */
 	front_log_request(r);

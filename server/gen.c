@@ -84,6 +84,14 @@ struct gen *gen_new(const char *config_file, int n_engines, unsigned long id, ch
 	}
 	g->key_uses_basic = g->cfg->authorization.basic_user_binding != CM_BASIC_OFF ||
 			    g->cfg->mapping.on_ambiguous == CM_AMBIGUOUS_BASIC_USER;
+	if (g->cfg->upstream.url != NULL) {
+		char *why = NULL;
+
+		g->target = upstream_target_new(g->cfg->upstream.url, &why);
+		if (why != NULL)
+			logmsg("warning", "upstream %s: %s: libcurl serves it", g->cfg->upstream.url, why);
+		free(why);
+	}
 	return g;
 oom:
 	*error = strdup("out of memory");
@@ -107,6 +115,7 @@ void gen_unref(struct gen *g)
 		cm_engine_free(g->engines[i]);
 	free(g->engines);
 	cm_revstore_free(g->rev);
+	upstream_target_free(g->target);
 	cm_config_free(g->cfg);
 	free(g);
 }

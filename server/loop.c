@@ -5,7 +5,8 @@
  * server.handshake_timeout_s: 0x16 starts TLS and the socket goes to MHD,
  * anything else is a plain-HTTP request on the TLS port and gets a 400);
  * one MHD daemon per listener (external epoll); one curl multi handle
- * driven by the socket API. Everything here runs on the loop thread except
+ * driven by the socket API (https:// upstreams) and the lean client's
+ * connections (http://, upstream.c). Everything here runs on the loop thread except
  * loop_stop() and loop_connections().
  */
 #include <errno.h>
@@ -76,6 +77,7 @@ struct loop {
 	int n_csocks;
 	unsigned char *buf_pool[CMD_POOL_MAX];
 	int n_buf;
+	struct up_pool up; /* lean upstream connections (upstream.c) */
 };
 
 static curl_socket_t curl_open_socket(void *clientp, curlsocktype purpose,
@@ -149,6 +151,16 @@ static _Thread_local struct loop *current_loop;
 static double now_ms(void)
 {
 	return cm_now_ms();
+}
+
+struct up_pool *loop_up_pool(struct loop *l)
+{
+	return &l->up;
+}
+
+int loop_epfd(struct loop *l)
+{
+	return l->epfd;
 }
 
 CURLM *loop_multi(struct loop *l)
@@ -642,6 +654,11 @@ static void *loop_main(void *arg)
 
 			timeout = d <= 0 ? 0 : (d < timeout ? (int)d + 1 : timeout);
 		}
+		if (l->up.next_deadline > 0) {
+			double d = l->up.next_deadline - now;
+
+			timeout = d <= 0 ? 0 : (d < timeout ? (int)d + 1 : timeout);
+		}
 		for (size_t i = 0; i < l->srv->n_listeners; i++)
 			if (MHD_get_timeout(l->mhd[i], &mt) == MHD_YES && (long long)mt < timeout)
 				timeout = (int)mt;
@@ -675,6 +692,9 @@ static void *loop_main(void *arg)
 			case EV_HUP:
 				on_hangup(l, src->ptr);
 				break;
+			case EV_UPSTREAM:
+				upstream_event(src->ptr, e);
+				break;
 			}
 		}
 		now = now_ms();
@@ -682,13 +702,17 @@ static void *loop_main(void *arg)
 			l->curl_deadline = -1;
 			curl_action(l, CURL_SOCKET_TIMEOUT, 0);
 		}
+		if (l->up.next_deadline > 0 && l->up.next_deadline <= now)
+			upstream_expire(l, now);
 		for (size_t i = 0; i < l->srv->n_listeners; i++)
 			MHD_run(l->mhd[i]);
 		if (now - last_sweep >= 250) {
 			sweep_pending(l, now);
 			sweep_heads(l, now);
+			upstream_sweep_idle(l, now);
 			last_sweep = now;
 		}
+		upstream_reap(l);
 	}
 	return NULL;
 }
@@ -828,6 +852,7 @@ void loop_free(struct loop *l)
 	for (size_t i = 0; l->mhd != NULL && i < l->srv->n_listeners; i++)
 		if (l->mhd[i] != NULL)
 			MHD_stop_daemon(l->mhd[i]);
+	upstream_pool_free(l);
 	while (l->n_easy > 0)
 		curl_easy_cleanup(l->easy_pool[--l->n_easy]);
 	while (l->n_buf > 0)

@@ -21,29 +21,11 @@
 #include "certmap/http.h"
 #include "certmapd.h"
 
-static size_t buf_pending(const struct buf *b)
-{
-	return b->end - b->start;
-}
-
 static int buf_ensure(struct loop *l, struct buf *b)
 {
 	if (b->data == NULL)
 		b->data = loop_buf_get(l);
 	return b->data != NULL ? 0 : -1;
-}
-
-/* Room at the end after compacting. */
-static size_t buf_room(struct buf *b)
-{
-	if (b->start > 0 && b->start == b->end)
-		b->start = b->end = 0;
-	if (CMD_BUF_BYTES - b->end < CMD_BUF_BYTES / 4 && b->start > 0) {
-		memmove(b->data, b->data + b->start, b->end - b->start);
-		b->end -= b->start;
-		b->start = 0;
-	}
-	return CMD_BUF_BYTES - b->end;
 }
 
 /* ---- curl callbacks ---- */
@@ -122,14 +104,13 @@ static void clear_headers(struct req *r)
 	r->resp_length = -1;
 }
 
-static size_t on_header(char *data, size_t size, size_t nitems, void *userp)
+bool proxy_header_line(struct req *r, const char *data, size_t len)
 {
-	struct req *r = userp;
-	size_t len = size * nitems, l = len;
+	size_t l = len;
 
 	r->resp_head_bytes += len;
 	if (r->resp_head_bytes > CMD_MAX_UPSTREAM_HEAD_BYTES)
-		return 0; /* aborts the transfer: 502 */
+		return false; /* aborts the transfer: 502 */
 	while (l > 0 && (data[l - 1] == '\n' || data[l - 1] == '\r'))
 		l--;
 	if (len >= 5 && memcmp(data, "HTTP/", 5) == 0) {
@@ -137,7 +118,7 @@ static size_t on_header(char *data, size_t size, size_t nitems, void *userp)
 
 		clear_headers(r);
 		r->up_status = sp ? atoi(sp + 1) : 0;
-		return len;
+		return true;
 	}
 	if (l == 0) { /* end of a header block */
 		if (r->up_status >= 200 && r->up_status <= 999) {
@@ -148,10 +129,17 @@ static size_t on_header(char *data, size_t size, size_t nitems, void *userp)
 			clear_headers(r); /* 1xx interim answer */
 			r->resp_head_bytes = 0;
 		}
-		return len;
+		return true;
 	}
 	add_header(r, data, l);
-	return len;
+	return true;
+}
+
+static size_t on_header(char *data, size_t size, size_t nitems, void *userp)
+{
+	size_t len = size * nitems;
+
+	return proxy_header_line(userp, data, len) ? len : 0;
 }
 
 static size_t on_write(char *data, size_t size, size_t nmemb, void *userp)
@@ -191,6 +179,8 @@ ssize_t proxy_read_response(void *cls, uint64_t pos, char *out, size_t max)
 		if (r->curl_write_paused && r->easy != NULL) {
 			r->curl_write_paused = false;
 			curl_easy_pause(r->easy, CURLPAUSE_CONT); /* may call on_write */
+		} else if (r->upc != NULL) {
+			upstream_drained(r); /* may fill r->down again */
 		}
 		return (ssize_t)n;
 	}
@@ -221,6 +211,8 @@ size_t proxy_feed_upload(struct req *r, const char *data, size_t len)
 	if (len > 0 && r->curl_read_paused && r->easy != NULL) {
 		r->curl_read_paused = false;
 		curl_easy_pause(r->easy, CURLPAUSE_CONT);
+	} else if (len > 0 && r->upc != NULL) {
+		upstream_kick(r);
 	}
 	return len;
 }
@@ -231,6 +223,8 @@ void proxy_upload_complete(struct req *r)
 	if (r->curl_read_paused && r->easy != NULL) {
 		r->curl_read_paused = false;
 		curl_easy_pause(r->easy, CURLPAUSE_CONT);
+	} else if (r->upc != NULL) {
+		upstream_kick(r);
 	}
 }
 
@@ -265,6 +259,14 @@ void proxy_transfer_done(struct req *r, CURLcode result)
 
 void proxy_abort(struct req *r)
 {
+	if (r->upc != NULL) {
+		upstream_abort(r);
+		free(r->up_headers);
+		r->up_headers = NULL;
+		r->upstream_done = true;
+		r->upstream_result = CURLE_ABORTED_BY_CALLBACK;
+		return;
+	}
 	if (r->easy == NULL)
 		return;
 	release_easy(r, false);
@@ -453,17 +455,41 @@ static void set_constant_options(CURL *e, const struct cm_config *cfg)
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
 }
 
+/* -1: no body; -2: a body of unknown length (chunked); else Content-Length. */
+static long long request_body_length(struct req *r)
+{
+	const char *cl = MHD_lookup_connection_value(r->mhd, MHD_HEADER_KIND, "Content-Length");
+	const char *te = MHD_lookup_connection_value(r->mhd, MHD_HEADER_KIND, "Transfer-Encoding");
+	long long len = -2;
+
+	if (cl == NULL && (te == NULL || strcasecmp(te, "identity") == 0))
+		return -1;
+	if (cl != NULL) {
+		char *end = NULL;
+
+		len = strtoll(cl, &end, 10);
+		if (end == cl || *end != '\0' || len < 0)
+			len = -2;
+	}
+	return len;
+}
+
 int proxy_start(struct req *r)
 {
 	const struct cm_config *cfg = r->gen->cfg;
-	const char *cl = MHD_lookup_connection_value(r->mhd, MHD_HEADER_KIND, "Content-Length");
-	const char *te = MHD_lookup_connection_value(r->mhd, MHD_HEADER_KIND, "Transfer-Encoding");
+	long long body_len = request_body_length(r);
 	size_t base_len = strlen(cfg->upstream.url), path_len = strlen(r->path);
 	size_t query_len = r->query ? strlen(r->query) : 0;
 	char stack_url[2048], *url = stack_url;
 	unsigned long easy_gen = 0;
 	CURL *e;
 
+	r->has_body = body_len != -1;
+	if (r->gen->target != NULL) { /* http://: the lean client (upstream.c) */
+		if (build_headers(r) != 0)
+			return -1;
+		return upstream_start(r, body_len);
+	}
 	while (base_len > 0 && cfg->upstream.url[base_len - 1] == '/')
 		base_len--;
 	if (base_len + path_len + 1 + query_len + 1 > sizeof(stack_url) &&
@@ -501,19 +527,9 @@ int proxy_start(struct req *r)
 	 * that varies. UPLOAD 0 first (method GET), then NOBODY, then UPLOAD. */
 	curl_easy_setopt(e, CURLOPT_UPLOAD, 0L);
 	curl_easy_setopt(e, CURLOPT_NOBODY, strcmp(r->method, "HEAD") == 0 ? 1L : 0L);
-	if (cl != NULL || (te != NULL && strcasecmp(te, "identity") != 0)) {
-		long long len = -1;
-
-		if (cl != NULL) {
-			char *end = NULL;
-
-			len = strtoll(cl, &end, 10);
-			if (end == cl || *end != '\0' || len < 0)
-				len = -1;
-		}
-		r->has_body = true;
+	if (r->has_body) {
 		curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
-		curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)len);
+		curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)(body_len < 0 ? -1 : body_len));
 		curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
 		curl_easy_setopt(e, CURLOPT_READDATA, r);
 	} else {
