@@ -115,9 +115,15 @@ bool proxy_header_line(struct req *r, const char *data, size_t len)
 		l--;
 	if (len >= 5 && memcmp(data, "HTTP/", 5) == 0) {
 		const char *sp = memchr(data, ' ', len);
+		int status = 0;
 
+		/* data is not NUL-terminated (the lean client's read buffer) */
+		for (const char *p = sp ? sp + 1 : data + len; p < data + len && *p >= '0' && *p <= '9' &&
+							   status < 100000;
+		     p++)
+			status = status * 10 + (*p - '0');
 		clear_headers(r);
-		r->up_status = sp ? atoi(sp + 1) : 0;
+		r->up_status = status;
 		return true;
 	}
 	if (l == 0) { /* end of a header block */
