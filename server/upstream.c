@@ -42,9 +42,12 @@
 
 #define CHUNK_LINE_MAX 1024 /* a chunk-size line, extensions included */
 
+#define TARGET_MAX_ADDRS 8
+
 struct up_target {
-	struct sockaddr_storage addr;
-	socklen_t addrlen;
+	struct sockaddr_storage addr[TARGET_MAX_ADDRS]; /* tried in order, as curl does */
+	socklen_t addrlen[TARGET_MAX_ADDRS];
+	int n_addr;
 	char *host;   /* Host header value */
 	size_t host_len;
 	char *prefix; /* path part of the URL without a trailing '/'; "" for none */
@@ -71,8 +74,10 @@ struct upconn {
 	struct upconn *prev, *next; /* the pool's active or idle list */
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
+	int addr_index; /* in the target's addresses */
 	double deadline;       /* active: connect or exchange deadline; idle: drop time */
 	double total_deadline; /* upstream.timeout_s from the start of the exchange */
+	double connect_deadline; /* CMD_UP_CONNECT_MS for the connect phase (all addresses) */
 	bool dead;       /* closed, waiting for upstream_reap() */
 	bool connecting;
 	bool reused;     /* taken from the pool for this exchange */
@@ -169,7 +174,6 @@ struct up_target *upstream_target_new(const char *url, char **why)
 	hostbuf[host_end - host] = '\0';
 	snprintf(portbuf, sizeof(portbuf), "%ld", port);
 	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_ADDRCONFIG;
 	rc = getaddrinfo(hostbuf, portbuf, &hints, &ai);
 	if (rc != 0 || ai == NULL) {
 		*why = cm_strdup_printf("%s does not resolve: %s", hostbuf, gai_strerror(rc));
@@ -180,8 +184,12 @@ struct up_target *upstream_target_new(const char *url, char **why)
 	t = calloc(1, sizeof(*t));
 	if (t == NULL)
 		goto oom;
-	memcpy(&t->addr, ai->ai_addr, ai->ai_addrlen);
-	t->addrlen = ai->ai_addrlen;
+	for (const struct addrinfo *a = ai; a != NULL && t->n_addr < TARGET_MAX_ADDRS; a = a->ai_next) {
+		if (a->ai_addrlen > sizeof(t->addr[0]))
+			continue;
+		memcpy(&t->addr[t->n_addr], a->ai_addr, a->ai_addrlen);
+		t->addrlen[t->n_addr++] = a->ai_addrlen;
+	}
 	freeaddrinfo(ai);
 	ai = NULL;
 	/* Host as curl writes it: the URL's host, the port unless it is 80. */
@@ -378,11 +386,39 @@ static bool retry(struct upconn *c)
 	n = conn_new(c->loop, &c->addr, c->addrlen, &fail);
 	if (n == NULL)
 		return false;
+	n->addr_index = c->addr_index;
+	c->connect_deadline = now_ms() + CMD_UP_CONNECT_MS;
+	n->connect_deadline = c->connect_deadline;
 	c->head = NULL;
 	detach(c);
 	conn_free(c);
 	start_on(r, n, head, head_len, UP_NONE, 0, total);
 	return true;
+}
+
+/* Connecting to one address failed: the exchange moves to a connection to
+ * the next address of the target, if any (nothing was sent yet). */
+static bool next_address(struct upconn *c)
+{
+	struct req *r = c->r;
+	const struct up_target *t = r->gen->target;
+
+	for (int i = c->addr_index + 1; i < t->n_addr; i++) {
+		CURLcode rc;
+		struct upconn *n = conn_new(c->loop, &t->addr[i], t->addrlen[i], &rc);
+		char *head = c->head;
+
+		if (n == NULL)
+			continue;
+		n->addr_index = i;
+		n->connect_deadline = c->connect_deadline;
+		c->head = NULL;
+		detach(c);
+		start_on(r, n, head, c->head_len, c->framing, c->up_left, c->total_deadline);
+		conn_free(c);
+		return true;
+	}
+	return false;
 }
 
 static void fail(struct upconn *c, CURLcode rc)
@@ -827,7 +863,8 @@ static void pump(struct upconn *c, uint32_t events)
 		if (err != 0) {
 			if (err == EINPROGRESS || err == EALREADY)
 				return;
-			fail(c, CURLE_COULDNT_CONNECT);
+			if (!next_address(c))
+				fail(c, CURLE_COULDNT_CONNECT);
 			return;
 		}
 		c->connecting = false;
@@ -859,9 +896,8 @@ static void start_on(struct req *r, struct upconn *c, char *head, size_t head_le
 	c->total_deadline = total_deadline;
 	if (c->in == NULL)
 		c->in = loop_buf_get(c->loop);
-	set_deadline(c, c->connecting && now_ms() + CMD_UP_CONNECT_MS < total_deadline
-				? now_ms() + CMD_UP_CONNECT_MS
-				: total_deadline);
+	set_deadline(c, c->connecting && c->connect_deadline < total_deadline ? c->connect_deadline
+									       : total_deadline);
 	if (c->in == NULL) {
 		finish(c, CURLE_OUT_OF_MEMORY);
 		return;
@@ -946,7 +982,7 @@ int upstream_start(struct req *r, long long body_len)
 	const struct up_target *t = r->gen->target;
 	struct up_pool *p = loop_up_pool(r->loop);
 	struct upconn *c = NULL;
-	CURLcode fail_rc = CURLE_OK;
+	CURLcode fail_rc = CURLE_COULDNT_CONNECT;
 	size_t head_len = 0;
 	char *head = make_head(r, t, body_len, &head_len);
 	double total = now_ms() + (double)r->gen->cfg->upstream.timeout_s * 1000.0;
@@ -957,7 +993,8 @@ int upstream_start(struct req *r, long long body_len)
 		return -1;
 	if (body_len == -1) {
 		for (c = p->idle; c != NULL; c = c->next)
-			if (c->addrlen == t->addrlen && memcmp(&c->addr, &t->addr, t->addrlen) == 0)
+			if (c->addr_index < t->n_addr && c->addrlen == t->addrlen[c->addr_index] &&
+			    memcmp(&c->addr, &t->addr[c->addr_index], c->addrlen) == 0)
 				break;
 		if (c != NULL) {
 			list_remove(&p->idle, &p->idle_tail, c);
@@ -965,8 +1002,13 @@ int upstream_start(struct req *r, long long body_len)
 			c->reused = true;
 		}
 	}
-	if (c == NULL)
-		c = conn_new(r->loop, &t->addr, t->addrlen, &fail_rc);
+	for (int i = 0; c == NULL && i < t->n_addr; i++) {
+		c = conn_new(r->loop, &t->addr[i], t->addrlen[i], &fail_rc);
+		if (c != NULL) {
+			c->addr_index = i;
+			c->connect_deadline = now_ms() + CMD_UP_CONNECT_MS;
+		}
+	}
 	if (c == NULL) {
 		/* as curl: the exchange fails (502.3 and the upstream-error metric) */
 		free(head);
