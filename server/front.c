@@ -798,6 +798,16 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
 	logmsg("debug", "libmicrohttpd: %s", msg);
 }
 
+/* GnuTLS's NORMAL prefers P-256 for key exchange; with server precedence a
+ * client that sent an X25519 key share (OpenSSL, iOS, Android, Windows all
+ * do) got a HelloRetryRequest — one more round trip and a slower curve in
+ * nettle — on every full handshake and every resumption. X25519 first, the
+ * NIST curves after it, FFDHE last. */
+#define TLS_PRIORITIES                                                                            \
+	"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-GROUP-ALL:+GROUP-X25519:+GROUP-SECP256R1:"   \
+	"+GROUP-SECP384R1:+GROUP-SECP521R1:+GROUP-X448:+GROUP-FFDHE2048:+GROUP-FFDHE3072:"        \
+	"%SERVER_PRECEDENCE"
+
 struct MHD_Daemon *front_daemon_new(struct front_ctx *ctx, char **error)
 {
 	struct server *srv = ctx->srv;
@@ -813,8 +823,7 @@ struct MHD_Daemon *front_daemon_new(struct front_ctx *ctx, char **error)
 		0, NULL, NULL, access_handler, ctx, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
 		MHD_OPTION_HTTPS_MEM_KEY, ctx->li->key_pem,
 		MHD_OPTION_HTTPS_MEM_CERT, ctx->li->cert_pem, MHD_OPTION_HTTPS_MEM_TRUST,
-		ctx->li->trust_pem, MHD_OPTION_HTTPS_PRIORITIES,
-		"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:%SERVER_PRECEDENCE",
+		ctx->li->trust_pem, MHD_OPTION_HTTPS_PRIORITIES, TLS_PRIORITIES,
 		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->server.connection_memory_bytes,
 		MHD_OPTION_CONNECTION_LIMIT, per_loop, MHD_OPTION_CONNECTION_TIMEOUT,
 		(unsigned int)cfg->server.request_header_timeout_s, MHD_OPTION_NOTIFY_CONNECTION,
