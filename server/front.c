@@ -254,6 +254,7 @@ static void request_completed(void *cls, struct MHD_Connection *connection, void
 {
 	struct front_ctx *ctx = cls;
 	struct req *r = *con_cls;
+	bool upstream_broke;
 
 	*con_cls = NULL;
 	if (r == NULL)
@@ -276,9 +277,13 @@ static void request_completed(void *cls, struct MHD_Connection *connection, void
 	loop_watch_hangup(ctx->loop, r, false);
 	if (r->conn != NULL && r->conn->req == r)
 		r->conn->req = NULL;
+	upstream_broke = r->upstream_done && r->upstream_result != CURLE_OK;
 	proxy_abort(r); /* nothing when no exchange is running */
 	if (toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT && r->response_queued && r->status < 400)
 		r->win32 = 64; /* ERROR_NETNAME_DELETED, as IIS logs a client gone mid-response */
+	else if (upstream_broke && r->response_queued && r->status < 400 && r->win32 == 0)
+		r->win32 = 12030; /* ERROR_WINHTTP_CONNECTION_ERROR: ARR's code for an upstream
+				   * that broke off after its response had started */
 	front_log_request(r);
 	if (r->proxied)
 		cm_metrics_held(ctx->srv->metrics, -1);

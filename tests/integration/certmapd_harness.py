@@ -177,6 +177,7 @@ class Certmapd:
         })
         self.config = deep_merge(cfg, overrides or {})
         self.proc = None
+        self.wrapper = []  # argv run before certmapd's (e.g. unshare ... exec "$@")
         self.write_config(self.config)
 
     def write_config(self, cfg):
@@ -194,8 +195,8 @@ class Certmapd:
         if not CERTMAPD.exists():
             raise AssertionError("certmapd not built at %s" % CERTMAPD)
         self.err = open(self.stderr_path, "w")
-        self.proc = subprocess.Popen([str(CERTMAPD), "--config", str(self.config_path)],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        argv = list(self.wrapper) + [str(CERTMAPD), "--config", str(self.config_path)]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=self.err)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

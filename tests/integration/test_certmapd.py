@@ -24,6 +24,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 import unittest
@@ -1223,6 +1224,507 @@ class GoAccess(CertmapdCase):
                 code = int(item["data"].split(" ", 1)[0])
                 got[code] = got.get(code, 0) + item["hits"]["count"]
         self.assertEqual(got, want)
+
+
+# ------------------------------------------------------------------------------------------
+# 13a. The lean HTTP/1.1 client for http:// upstreams (server/upstream.c)
+
+
+def sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+LEAN_BIG = b"".join(hashlib.sha256(b"certmap-%d" % i).digest() for i in range(10000))  # 320 KB
+# chunks of a chunked answer: small, larger than certmapd's 64 KiB buffers, a single byte;
+# sizes in lower-case hex ("ab"), then upper-case ("3CFE4")
+CHUNK_PARTS = [b"hello ", b"chunked ", LEAN_BIG[:171], LEAN_BIG[171:70171],
+               LEAN_BIG[70171:70172], LEAN_BIG[70172:]]
+CHUNK_EXTS = [b";ext=1", b' ; name="quoted;value"', b"", b";a;b=c", b"\t;x", b""]
+CHUNKED_BODY = b"".join(CHUNK_PARTS)
+TRUNCATED_FULL = b"0123456789" + LEAN_BIG[:1024]  # what /truncchunked announces
+
+
+class ScriptedUpstream:
+    """An HTTP/1.1 upstream on a thread, answering by the last segment of the path (answer()).
+    Every request it reads is logged with its connection number, its place on that connection
+    (seq, from 1), request line, headers (lower-case names), body length and SHA-256, the peer
+    address, and whether it was dropped unanswered (a connection marked by /closenext)."""
+
+    def __init__(self, host="127.0.0.1", port=0):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.lock = threading.Lock()
+        self.log = []
+        self.conns = {}   # number -> socket, while open
+        self.marked = {}  # number -> socket: the next request on it is dropped unanswered
+        self.n = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def requests(self, t):
+        """The requests whose request line holds the tag t, in the order read."""
+        with self.lock:
+            return [e for e in self.log if t in e["line"]]
+
+    def close_marked(self):
+        """Closes the connections /closenext marked (certmapd sees them close while idle)."""
+        with self.lock:
+            marked, self.marked = list(self.marked.items()), {}
+        for _, s in marked:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        return [n for n, _ in marked]
+
+    def close(self):
+        with self.lock:
+            socks = [self.sock] + list(self.conns.values())
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.n += 1
+                n = self.n
+                self.conns[n] = c
+            threading.Thread(target=self._serve, args=(c, n), daemon=True).start()
+
+    def _serve(self, c, n):
+        f = c.makefile("rb")
+        seq = 0
+        try:
+            while True:
+                line = f.readline(65536)
+                if not line:
+                    return
+                headers = {}
+                while True:
+                    h = f.readline(65536)
+                    if not h:
+                        return
+                    if h in (b"\r\n", b"\n"):
+                        break
+                    k, _, v = h.decode("latin-1").partition(":")
+                    headers[k.strip().lower()] = v.strip()
+                body = b""
+                if "content-length" in headers:
+                    body = f.read(int(headers["content-length"]))
+                elif headers.get("transfer-encoding", "").lower() == "chunked":
+                    parts = []
+                    while True:
+                        size = int(f.readline(1024).split(b";")[0].strip(), 16)
+                        if size == 0:
+                            while f.readline(65536) not in (b"\r\n", b"\n", b""):
+                                pass
+                            break
+                        parts.append(f.read(size))
+                        f.readline(16)
+                    body = b"".join(parts)
+                seq += 1
+                with self.lock:
+                    dropped = self.marked.pop(n, None) is not None
+                    e = {"conn": n, "seq": seq, "line": line.decode("latin-1").rstrip("\r\n"),
+                         "headers": headers, "body_len": len(body), "sha256": sha256(body),
+                         "peer": c.getpeername()[0], "dropped": dropped}
+                    self.log.append(e)
+                if dropped or not self.answer(c, n, e):
+                    return
+        except (OSError, ValueError):
+            return
+        finally:
+            with self.lock:
+                self.conns.pop(n, None)
+                self.marked.pop(n, None)
+            f.close()
+            c.close()
+
+    def echo(self, c, e):
+        body = json.dumps(e).encode()
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    def answer(self, c, n, e):
+        """Sends the answer; False: the connection is closed after it."""
+        method, target = e["line"].split(" ")[:2]
+        name = target.split("?")[0].rsplit("/", 1)[-1]
+        send = c.sendall
+        if method == "HEAD":  # a length, no body
+            send(b"HTTP/1.1 200 OK\r\nContent-Length: 12345\r\nX-H: 1\r\n\r\n")
+        elif name == "chunked":  # extensions, mixed-case hex sizes, trailers
+            send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n")
+            for i, (part, ext) in enumerate(zip(CHUNK_PARTS, CHUNK_EXTS)):
+                send((b"%X" if i >= 4 else b"%x") % len(part) + ext + b"\r\n" + part + b"\r\n")
+            send(b"0;last=1\r\nX-Trailer: t\r\nX-Other: u\r\n\r\n")
+        elif name == "close":  # no length: the body ends with the connection
+            send(b"HTTP/1.1 200 OK\r\nX-B: 2\r\n\r\n" + LEAN_BIG)
+            return False
+        elif name == "http10":  # HTTP/1.0 with a length; the connection is left open
+            send(b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nten!!")
+        elif name == "http10close":
+            send(b"HTTP/1.0 200 OK\r\nX-D: 4\r\n\r\n" + LEAN_BIG[:100000])
+            return False
+        elif name == "204":
+            send(b"HTTP/1.1 204 No Content\r\nX-C: 3\r\n\r\n")
+        elif name == "304":
+            send(b'HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\nContent-Length: 99\r\n\r\n')
+        elif name in ("bigok", "bighead"):  # 6 KB, then 70 KB of header lines
+            k = 6 if name == "bigok" else 70
+            send(b"HTTP/1.1 200 OK\r\n" +
+                 b"".join(b"X-Big-%d: %s\r\n" % (i, b"v" * 1000) for i in range(k)) +
+                 b"Content-Length: 2\r\n\r\nok")
+            return name == "bigok"
+        elif name == "bigline":  # one header line of 70 KB
+            send(b"HTTP/1.1 200 OK\r\nX-Huge: " + b"v" * 70000 + b"\r\nContent-Length: 2\r\n\r\nok")
+            return False
+        elif name == "garbage":
+            send(b"FOO BAR\r\n\r\n")
+            return False
+        elif name == "badstatus":
+            send(b"HTTP/1.1 2x0 OK\r\nContent-Length: 2\r\n\r\nok")
+            return False
+        elif name == "truncchunked":  # announces a 0x400 chunk, sends 100 bytes of it, closes
+            send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"a\r\n0123456789\r\n400\r\n" + LEAN_BIG[:100])
+            return False
+        elif name == "badchunk":  # a chunk size that is not hex
+            send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"a\r\n0123456789\r\nzz\r\n")
+            return False
+        elif name == "silent":  # reads the request, never answers
+            c.recv(1)  # until certmapd gives up and closes
+            return False
+        elif name == "dropafter":  # answers, then closes the idle connection
+            self.echo(c, e)
+            time.sleep(0.05)
+            return False
+        elif name == "closenext":  # answers; the next request on the connection is dropped
+            with self.lock:
+                self.marked[n] = c
+            self.echo(c, e)
+        elif name == "hop":
+            send(b"HTTP/1.1 200 OK\r\nConnection: X-Foo\r\nX-Foo: 1\r\n"
+                 b"Keep-Alive: timeout=5, max=100\r\nProxy-Connection: keep-alive\r\n"
+                 b"X-Keep: 1\r\nContent-Length: 2\r\n\r\nok")
+        else:
+            self.echo(c, e)
+        return True
+
+
+class PlainHttpUpstream(CertmapdCase):
+    """The lean HTTP/1.1 client for http:// upstreams (server/upstream.c) against a scripted
+    upstream: response framing (chunked with extensions and trailers, until close, HTTP/1.0,
+    HEAD / 204 / 304), refusals (a head over 64 KiB, garbage, a truncated body, a silent
+    upstream), the keep-alive pool (reuse, a connection the upstream closed while idle, a
+    request dropped on a reused connection, bodies on new connections), uploads, hop-by-hop
+    response headers, and the fallback over a name's addresses. One event loop
+    (server.threads 1): consecutive requests share one pool, and the connection a request
+    takes from it is the one the previous exchange gave back."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.up = ScriptedUpstream()
+        url = "http://127.0.0.1:%d/pre" % cls.up.port
+        cls.d = start_certmapd("lean", {"server": {"threads": 1},
+                                        "upstream": {"timeout_s": 10}}, upstream_url=url)
+        cls.slow = start_certmapd("lean-timeout", {"server": {"threads": 1},
+                                                   "upstream": {"timeout_s": 1}},
+                                  upstream_url=url)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.up.close()
+
+    def get(self, name, args=(), d=None):
+        t = tag()
+        return t, (d or self.d).curl("/pl/%s?t=%s" % (name, t), args=args, timeout=10)
+
+    def echoed(self, a):
+        """The upstream's echo (its log entry of the request) from a 200 answer."""
+        self.assertEqual((a.status, a.rc), (200, 0), "%r%s" % (a, self.diag()))
+        return a.json()
+
+    def logged(self, t, name, status, substatus=0, win32=0, method="GET"):
+        e = self.d.access_for(t)
+        self.assertAccess(e, method, "/pl/" + name, "t=" + t, "-", status, substatus)
+        self.assertEqual(e["sc-win32-status"], str(win32), e["_line"])
+        return e
+
+    def upstream_errors(self, text, d=None):
+        """How many times certmapd logged 'upstream: <text>' (curl's text for the code)."""
+        return (d or self.d).stderr().count("upstream: " + text)
+
+    def wait_upstream_error(self, text, n0, d=None):
+        wait_for(lambda: self.upstream_errors(text, d) > n0, 3,
+                 what="certmapd logging 'upstream: %s'" % text)
+        self.assertEqual(self.upstream_errors(text, d), n0 + 1)
+
+    def test_get_request_head_as_sent(self):
+        t = tag()
+        a = self.d.curl("/pl/echo?q=%2F+x&t=" + t, args=["-H", "X-Client: 1"], timeout=10)
+        e = self.echoed(a)
+        self.assertEqual(e["line"], "GET /pre/pl/echo?q=%%2F+x&t=%s HTTP/1.1" % t)
+        h = e["headers"]
+        self.assertEqual(h.get("host"), "127.0.0.1:%d" % self.up.port, h)
+        self.assertEqual(h.get("accept"), "*/*", h)
+        self.assertEqual(h.get("x-client"), "1", h)
+        self.assertEqual(h.get("x-forwarded-proto"), "https", h)
+        self.assertEqual(h.get("x-forwarded-for"), "127.0.0.1", h)
+        self.assertNotIn("content-length", h)
+        self.assertNotIn("transfer-encoding", h)
+        self.assertEqual((e["body_len"], len(self.up.requests(t))), (0, 1))
+        self.assertAccess(self.d.access_for(t), "GET", "/pl/echo", "q=%2F+x&t=" + t, "-", 200, 0)
+
+    def test_chunked_response_whole_body_then_connection_reused(self):
+        first = self.echoed(self.get("echo")[1])
+        t, a = self.get("chunked")
+        self.assertEqual((a.status, a.rc), (200, 0), a)
+        self.assertEqual(len(a.body), len(CHUNKED_BODY))
+        self.assertEqual(sha256(a.body), sha256(CHUNKED_BODY))
+        self.assertEqual(a.headers.get("x-a"), "1", a.raw_headers)
+        self.logged(t, "chunked", 200)
+        # the trailers were read to their end: the connection served the next request
+        r = self.up.requests(t)
+        self.assertEqual([(x["conn"], x["seq"]) for x in r], [(first["conn"], first["seq"] + 1)])
+        after = self.echoed(self.get("echo")[1])
+        self.assertEqual((after["conn"], after["seq"]), (first["conn"], first["seq"] + 2))
+
+    def test_response_until_close(self):
+        t, a = self.get("close")
+        self.assertEqual((a.status, a.rc), (200, 0), a)
+        self.assertEqual(len(a.body), len(LEAN_BIG))
+        self.assertEqual(sha256(a.body), sha256(LEAN_BIG))
+        self.assertEqual(a.headers.get("x-b"), "2", a.raw_headers)
+        self.logged(t, "close", 200)
+        after = self.echoed(self.get("echo")[1])
+        self.assertNotEqual(after["conn"], self.up.requests(t)[0]["conn"])
+
+    def test_http10_responses(self):
+        t, a = self.get("http10")
+        self.assertEqual((a.status, a.rc, a.body), (200, 0, b"ten!!"), a)
+        self.logged(t, "http10", 200)
+        # the upstream left it open, but an HTTP/1.0 connection is not reused
+        after = self.echoed(self.get("echo")[1])
+        self.assertNotEqual(after["conn"], self.up.requests(t)[0]["conn"])
+        t, a = self.get("http10close")
+        self.assertEqual((a.status, a.rc), (200, 0), a)
+        self.assertEqual(sha256(a.body), sha256(LEAN_BIG[:100000]))
+        self.assertEqual(a.headers.get("x-d"), "4", a.raw_headers)
+        self.logged(t, "http10close", 200)
+
+    def test_head_204_304_without_body(self):
+        conn = https_connection(self.d, client_context(), timeout=5)
+
+        def req(method, name):
+            t = tag()
+            conn.request(method, "/pl/%s?t=%s" % (name, t))
+            r = conn.getresponse()
+            return t, r, r.read()
+        try:
+            t0, r0, b0 = req("GET", "echo")
+            self.assertEqual(r0.status, 200, b0)
+            first = json.loads(b0)
+            t1, r1, b1 = req("HEAD", "head")
+            self.assertEqual((r1.status, b1, r1.getheader("X-H")), (200, b"", "1"))
+            self.assertEqual(self.up.requests(t1)[0]["line"], "HEAD /pre/pl/head?t=%s HTTP/1.1"
+                             % t1)
+            t2, r2, b2 = req("GET", "204")
+            self.assertEqual((r2.status, b2, r2.getheader("X-C")), (204, b"", "3"))
+            t3, r3, b3 = req("GET", "304")
+            self.assertEqual((r3.status, b3, r3.getheader("ETag")), (304, b"", '"v1"'))
+            t4, r4, b4 = req("GET", "echo")
+            self.assertEqual(r4.status, 200, b4)
+            last = json.loads(b4)
+        finally:
+            conn.close()
+        # no body was waited for: all on the one upstream connection, in order
+        self.assertEqual((last["conn"], last["seq"]), (first["conn"], first["seq"] + 4))
+        self.logged(t1, "head", 200, method="HEAD")
+        self.logged(t2, "204", 204)
+        self.logged(t3, "304", 304)
+
+    def test_response_head_over_64k_is_502_3(self):
+        t, a = self.get("bigok")  # a large head under the limit passes
+        self.assertEqual((a.status, a.body), (200, b"ok"), a)
+        self.assertEqual(a.headers.get("x-big-5"), "v" * 1000)
+        n0 = self.upstream_errors("Failed writing received data to disk/application")
+        for name in ("bighead", "bigline"):
+            t, a = self.get(name)
+            self.assertErrorPage(a, 502, 3)
+            self.logged(t, name, 502, 3)
+            self.assertEqual(len(self.up.requests(t)), 1)
+        wait_for(lambda: self.upstream_errors(
+            "Failed writing received data to disk/application") == n0 + 2, 3,
+            what="two 'Failed writing' upstream errors (CURLE_WRITE_ERROR)")
+
+    def test_garbage_instead_of_status_line_is_502_3(self):
+        for name, err in (("garbage", "Unsupported protocol"),
+                          ("badstatus", "Weird server reply")):
+            n0 = self.upstream_errors(err)
+            t, a = self.get(name)
+            self.assertErrorPage(a, 502, 3)
+            self.logged(t, name, 502, 3)
+            self.assertEqual(len(self.up.requests(t)), 1, "not sent again")
+            self.wait_upstream_error(err, n0)
+
+    def test_truncated_chunked_body(self):
+        for name, err in (("truncchunked", "Transferred a partial file"),
+                          ("badchunk", "Failure when receiving data from the peer")):
+            n0 = self.upstream_errors(err)
+            t, a = self.get(name)
+            # the head went out before the body broke: 200, then the client's transfer fails
+            self.assertEqual(a.status, 200, a)
+            self.assertEqual(a.rc, 18, "curl: partial file %r" % a)
+            self.assertLess(len(a.body), len(TRUNCATED_FULL), a)
+            self.assertEqual(a.body, TRUNCATED_FULL[:len(a.body)], a)
+            self.wait_upstream_error(err, n0)
+            # the status sent, and sc-win32-status 12030 (ERROR_WINHTTP_CONNECTION_ERROR, as
+            # ARR logs an upstream that broke off): the line tells the short transfer apart
+            self.logged(t, name, 200, 0, 12030)
+            self.assertEqual(len(self.up.requests(t)), 1)
+
+    def test_silent_upstream_504(self):
+        self.d = d = self.slow  # upstream.timeout_s 1
+        n0 = self.upstream_errors("Timeout was reached", d)
+        t0 = time.monotonic()
+        t, a = self.get("silent", d=d)
+        took = time.monotonic() - t0
+        self.assertErrorPage(a, 504, 0)
+        self.assertGreaterEqual(took, 0.9)
+        self.assertLess(took, 5, "upstream.timeout_s 1")
+        self.logged(t, "silent", 504, 0)
+        self.assertEqual(len(self.up.requests(t)), 1, "a timed-out request is not sent again")
+        self.wait_upstream_error("Timeout was reached", n0, d)
+
+    def test_connection_closed_while_idle(self):
+        t0, a0 = self.get("dropafter")
+        gone = self.echoed(a0)["conn"]
+        wait_for(lambda: gone not in self.up.conns, 3, what="the upstream closing it")
+        time.sleep(0.2)  # certmapd sees the idle connection close
+        t, a = self.get("echo")
+        e = self.echoed(a)
+        self.assertNotEqual(e["conn"], gone)
+        self.assertEqual([x["dropped"] for x in self.up.requests(t)], [False], "seen once")
+        self.logged(t, "echo", 200)
+
+    def test_reused_connection_dropped_then_retried_on_a_new_one(self):
+        marked = self.echoed(self.get("closenext")[1])["conn"]
+        t, a = self.get("echo")  # takes the marked connection: read, then dropped unanswered
+        e = self.echoed(a)
+        self.assertNotEqual(e["conn"], marked)
+        self.assertEqual(e["seq"], 1, "retried on a new connection")
+        self.assertEqual([(x["conn"], x["dropped"]) for x in self.up.requests(t)],
+                         [(marked, True), (e["conn"], False)], "answered once, after one drop")
+        self.logged(t, "echo", 200)
+
+    def test_request_with_body_goes_on_a_new_connection(self):
+        body = LEAN_BIG[:100000]
+        path = SCRATCH.path / "lean-body.bin"
+        path.write_bytes(body)
+        marked = self.echoed(self.get("closenext")[1])["conn"]
+        try:
+            # a request with a body is never retried: it must not take the pooled
+            # connection (which would drop it)
+            t, a = self.get("echo", args=["--data-binary", "@%s" % path])
+            e = self.echoed(a)
+            self.assertEqual(e["line"], "POST /pre/pl/echo?t=%s HTTP/1.1" % t)
+            self.assertNotEqual(e["conn"], marked)
+            self.assertEqual(e["seq"], 1)
+            self.assertEqual((e["body_len"], e["sha256"]), (len(body), sha256(body)))
+            self.assertEqual(e["headers"].get("content-length"), str(len(body)))
+            self.assertEqual([x["dropped"] for x in self.up.requests(t)], [False])
+            self.logged(t, "echo", 200, method="POST")
+        finally:
+            self.up.close_marked()
+        wait_for(lambda: marked not in self.up.conns, 3, what="the marked connection closed")
+        time.sleep(0.2)
+
+    def test_chunked_upload_exact_bytes(self):
+        data = os.urandom(1 << 20)
+        path = SCRATCH.path / "lean-upload.bin"
+        path.write_bytes(data)
+        for framing, args in (("chunked", ["-H", "Transfer-Encoding: chunked"]),
+                              ("length", [])):
+            t, a = self.get("echo", args=args + ["--data-binary", "@%s" % path])
+            e = self.echoed(a)
+            self.assertEqual((e["body_len"], e["sha256"]), (len(data), sha256(data)), framing)
+            h = e["headers"]
+            if framing == "chunked":
+                self.assertEqual(h.get("transfer-encoding"), "chunked", h)
+                self.assertNotIn("content-length", h)
+            else:
+                self.assertEqual(h.get("content-length"), str(len(data)), h)
+                self.assertNotIn("transfer-encoding", h)
+            self.assertEqual(e["seq"], 1, "a body goes on a new connection")
+            self.logged(t, "echo", 200, method="POST")
+        t, a = self.get("echo", args=["-X", "PUT", "-H", "Transfer-Encoding: chunked",
+                                      "--data-binary", ""])
+        e = self.echoed(a)
+        self.assertEqual((e["line"].split(" ")[0], e["body_len"]), ("PUT", 0))
+        self.logged(t, "echo", 200, method="PUT")
+
+    def test_hop_by_hop_response_headers_not_forwarded(self):
+        first = self.echoed(self.get("echo")[1])
+        t, a = self.get("hop")
+        self.assertEqual((a.status, a.rc, a.body), (200, 0, b"ok"), a)
+        self.assertEqual(a.headers.get("x-keep"), "1", a.raw_headers)
+        for h in ("x-foo", "keep-alive", "proxy-connection"):
+            self.assertNotIn(h, a.headers, a.raw_headers)
+        self.assertNotIn("x-foo", a.headers.get("connection", "").lower(), a.raw_headers)
+        self.logged(t, "hop", 200)
+        # "Connection: X-Foo" does not close: the connection stays in the pool
+        r = self.up.requests(t)[0]
+        self.assertEqual((r["conn"], r["seq"]), (first["conn"], first["seq"] + 1))
+        after = self.echoed(self.get("echo")[1])
+        self.assertEqual((after["conn"], after["seq"]), (first["conn"], first["seq"] + 2))
+
+    def test_hostname_falls_back_to_the_address_that_listens(self):
+        # "localhost" as ::1 then 127.0.0.1 (a private /etc/hosts in a mount namespace);
+        # the upstream listens on 127.0.0.1 only
+        hosts = SCRATCH.path / "lean-hosts"
+        hosts.write_text("::1 localhost\n127.0.0.1 localhost\n")
+        wrapper = ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c",
+                   'mount --bind "$0" /etc/hosts && exec "$@"', str(hosts)]
+        probe = subprocess.run(wrapper + [sys.executable, "-c", "import socket; print(' '.join("
+                                          "a[4][0] for a in socket.getaddrinfo('localhost', 80, "
+                                          "type=socket.SOCK_STREAM)))"],
+                               capture_output=True, text=True, timeout=10)
+        if probe.returncode != 0:
+            skip_or_fail("no private /etc/hosts (unshare --mount): %s" % probe.stderr.strip())
+        self.assertEqual(probe.stdout.split(), ["::1", "127.0.0.1"],
+                         "getaddrinfo order (as certmapd resolves the name)")
+        up = ScriptedUpstream()
+        try:
+            with self.assertRaises(OSError):
+                socket.create_connection(("::1", up.port), timeout=2).close()
+            d = Certmapd(SCRATCH.path, "lean-localhost", AD, "http://localhost:%d/pre" % up.port,
+                         {"server": {"threads": 1}, "upstream": {"timeout_s": 5}})
+            d.wrapper = wrapper
+            INSTANCES.append(d)
+            self.d = d.start()
+            seen = []
+            for _ in range(2):
+                t, a = self.get("echo")
+                seen.append(self.echoed(a))
+                self.logged(t, "echo", 200)
+            self.assertEqual(seen[0]["headers"].get("host"), "localhost:%d" % up.port)
+            self.assertEqual(seen[0]["peer"], "127.0.0.1")
+            # the connection to the second address is pooled and reused
+            self.assertEqual((seen[1]["conn"], seen[1]["seq"]), (seen[0]["conn"], 2))
+            self.assertEqual(d.stop(), 0)
+        finally:
+            up.close()
 
 
 if __name__ == "__main__":
