@@ -30,9 +30,10 @@ import time
 import unittest
 
 from certmap_test import PKI, SilentServer, closed_port, deep_merge, skip_or_fail
-from certmapd_harness import (CERTMAPD, EAS, IIS_TEXT, Certmapd, LabUpstream, Scratch,
-                              cert_sha256, client_context, https_connection, openssl_s_client,
-                              parse_raw_response, recv_all, tag, tls_socket, wait_for)
+from certmapd_harness import (CA_BUNDLE, CERTMAPD, EAS, IIS_TEXT, Certmapd, LabUpstream,
+                              Scratch, cert_sha256, client_context, https_connection,
+                              openssl_s_client, parse_raw_response, recv_all, tag, tls_socket,
+                              wait_for)
 from harness import SambaAD
 
 AD = None
@@ -719,6 +720,69 @@ class HeldPings(CertmapdCase):
         self.assertEqual(bad, [], "failed Pings")
         self.assertTrue(all(r[1] >= (hold - 0.5) * 1000 for r in results), "held ms")
         self.assertAlive()
+
+
+class Tls(CertmapdCase):
+    """The TLS front end as clients meet it: TLS 1.3 and 1.2 with the client certificate in the
+    first handshake, X25519 without a HelloRetryRequest, resumption by session ticket (1.3 and
+    1.2) with the request still decided, old versions refused."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = MAIN
+
+    def s_client(self, *args, request=None, sess_out=None, sess_in=None):
+        argv = ["openssl", "s_client", "-connect", "127.0.0.1:%d" % self.d.port,
+                "-CAfile", str(CA_BUNDLE), "-verify_return_error", "-servername", "localhost",
+                "-cert", str(PKI / "alice.pem"), "-key", str(PKI / "alice.key"), "-ign_eof"]
+        argv += list(args)
+        if sess_out:
+            argv += ["-sess_out", str(sess_out)]
+        if sess_in:
+            argv += ["-sess_in", str(sess_in)]
+        req = request or ("GET %s?tls=%s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                          % (EAS, tag())).encode()
+        proc = subprocess.run(argv, input=req, capture_output=True, timeout=20)
+        return proc.returncode, proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace")
+
+    def test_tls13_x25519_one_round_trip(self):
+        rc, out = self.s_client("-tls1_3", "-msg")
+        self.assertIn("HTTP/1.1 200", out)
+        self.assertIn("Server Temp Key: X25519", out)
+        # a HelloRetryRequest is a second ServerHello record
+        self.assertEqual(out.count("ServerHello"), 1, "HelloRetryRequest sent:\n" + out[-3000:])
+
+    def test_tls13_p256_only_client(self):
+        rc, out = self.s_client("-tls1_3", "-groups", "P-256")
+        self.assertIn("HTTP/1.1 200", out)
+        self.assertIn("prime256v1", out)
+
+    def test_tls12_with_client_certificate(self):
+        rc, out = self.s_client("-tls1_2")
+        self.assertIn("Protocol  : TLSv1.2", out)
+        self.assertIn("HTTP/1.1 200", out)
+
+    def test_old_versions_refused(self):
+        rc, out = self.s_client("-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0")
+        self.assertNotEqual(rc, 0, out)
+        self.assertNotIn("HTTP/1.1", out)
+
+    def test_resumption_tls13_and_tls12(self):
+        for version in ("-tls1_3", "-tls1_2"):
+            with self.subTest(version=version):
+                sess = self.d.dir / ("sess%s.pem" % version)
+                rc, out = self.s_client(version, sess_out=sess)
+                self.assertIn("HTTP/1.1 200", out)
+                self.assertTrue(sess.exists() and sess.stat().st_size > 0, out)
+                t = tag()
+                req = ("GET %s?resumed=%s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                       % (EAS, t)).encode()
+                rc, out = self.s_client(version, request=req, sess_in=sess)
+                self.assertIn("Reused, TLSv1.", out, out[-2000:])
+                self.assertIn("HTTP/1.1 200", out)
+                # the resumed connection still carries the identity to the upstream
+                e = self.d.access_for("resumed=" + t)
+                self.assertEqual((e["sc-status"], e["cs-username"]), ("200", "LAB\\alice"), e)
 
 
 class HangUp(CertmapdCase):
