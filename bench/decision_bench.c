@@ -47,7 +47,7 @@
 
 #define BENCH_MAX_CERTS 64
 #define BENCH_MAX_ITERATIONS 1000000L
-#define BENCH_MAX_OPS 16           /* distinct operation labels tracked */
+#define BENCH_MAX_OPS 16 /* distinct operation labels tracked */
 #define BENCH_OP_LABEL_BYTES 96
 #define BENCH_DEFAULT_ITERATIONS 1000L
 #define BENCH_DEFAULT_WARMUP 50L
@@ -69,8 +69,8 @@ struct op_stats {
 
 /* x509 mode times its three calls separately too. */
 enum stage { STAGE_PARSE, STAGE_VERIFY, STAGE_REVOCATION, STAGE_COUNT };
-static const char *const stage_names[STAGE_COUNT] = { "cm_cert_parse", "cm_cert_verify",
-						      "cm_revocation_check" };
+static const char *const stage_names[STAGE_COUNT] = {"cm_cert_parse", "cm_cert_verify",
+						     "cm_revocation_check"};
 
 /* State shared with the cm_dir_search wrapper (the bench is one thread). */
 static struct {
@@ -199,8 +199,8 @@ enum cm_dir_status __wrap_cm_dir_search(struct cm_dir *dir, const char *base,
 {
 	bool fresh = g.fresh_engine;
 	double t0 = now_us();
-	enum cm_dir_status st = __real_cm_dir_search(dir, base, scope, filter, attrs, size_limit,
-						     out, trace, err);
+	enum cm_dir_status st =
+		__real_cm_dir_search(dir, base, scope, filter, attrs, size_limit, out, trace, err);
 	double us = now_us() - t0;
 
 	g.fresh_engine = false;
@@ -274,8 +274,8 @@ static void print_trace(FILE *f, const char *what, const struct cm_trace *t)
 static void report_unexpected(const char *cert, enum cm_reason want, enum cm_reason got,
 			      const char *detail, const struct cm_trace *trace)
 {
-	fprintf(stderr, "decision_bench: %s: expected %s, got %s%s%s\n", cert,
-		cm_reason_name(want), cm_reason_name(got), detail ? ": " : "", detail ? detail : "");
+	fprintf(stderr, "decision_bench: %s: expected %s, got %s%s%s\n", cert, cm_reason_name(want),
+		cm_reason_name(got), detail ? ": " : "", detail ? detail : "");
 	print_trace(stderr, cert, trace);
 }
 
@@ -299,7 +299,7 @@ struct bench {
 static int run_x509(struct bench *b, size_t ci, bool show, double *us)
 {
 	const struct cm_der_list *c = &b->certs[ci];
-	struct cm_trace trace = { NULL, 0, 0 };
+	struct cm_trace trace = {NULL, 0, 0};
 	struct cm_cert *cert = NULL;
 	struct cm_err err = {{0}};
 	char *detail = NULL;
@@ -313,8 +313,9 @@ static int run_x509(struct bench *b, size_t ci, bool show, double *us)
 		t1 = t2 = t3 = now_us();
 	} else {
 		t1 = now_us();
-		r = cm_cert_verify(cert, b->trust, now, b->cfg->client_certificates.require_client_auth_eku,
-				   &trace, &detail);
+		r = cm_cert_verify(cert, b->trust, now,
+				   b->cfg->client_certificates.require_client_auth_eku, &trace,
+				   &detail);
 		t2 = now_us();
 		if (r == CM_REASON_ALLOWED) {
 			struct cm_rev_result rr;
@@ -331,7 +332,8 @@ static int run_x509(struct bench *b, size_t ci, bool show, double *us)
 			    samples_add(&g.stages[STAGE_REVOCATION], t3 - t2) != 0))
 		g.oom = true;
 	if (r != b->expect) {
-		report_unexpected(b->cert_files[ci], b->expect, r, detail ? detail : err.msg, &trace);
+		report_unexpected(b->cert_files[ci], b->expect, r, detail ? detail : err.msg,
+				  &trace);
 		rc = -1;
 	} else if (show) {
 		print_trace(stderr, b->cert_files[ci], &trace);
@@ -433,19 +435,22 @@ int main(int argc, char **argv)
 			break;
 		case 'C':
 			if (b.n_certs == BENCH_MAX_CERTS) {
-				fprintf(stderr, "decision_bench: at most %d --cert\n", BENCH_MAX_CERTS);
+				fprintf(stderr, "decision_bench: at most %d --cert\n",
+					BENCH_MAX_CERTS);
 				return 2;
 			}
 			b.cert_files[b.n_certs++] = optarg;
 			break;
 		case 'e':
 			if (cm_reason_from_name(optarg, &b.expect) != 0) {
-				fprintf(stderr, "decision_bench: --expect: unknown reason '%s'\n", optarg);
+				fprintf(stderr, "decision_bench: --expect: unknown reason '%s'\n",
+					optarg);
 				return 2;
 			}
 			break;
 		case 'n':
-			if (parse_long("--iterations", optarg, 1, BENCH_MAX_ITERATIONS, &iterations) != 0)
+			if (parse_long("--iterations", optarg, 1, BENCH_MAX_ITERATIONS,
+				       &iterations) != 0)
 				return 2;
 			break;
 		case 'w':
@@ -459,8 +464,10 @@ int main(int argc, char **argv)
 			limit_s = strtod(optarg, &end);
 			if (errno != 0 || end == optarg || *end != '\0' || !(limit_s > 0.0) ||
 			    limit_s > 86400.0) {
-				fprintf(stderr, "decision_bench: --duration-limit: expected seconds "
-						"(0 < S <= 86400), got '%s'\n", optarg);
+				fprintf(stderr,
+					"decision_bench: --duration-limit: expected seconds "
+					"(0 < S <= 86400), got '%s'\n",
+					optarg);
 				return 2;
 			}
 			break;
@@ -514,7 +521,8 @@ int main(int argc, char **argv)
 	b.cfg = cfg;
 	for (size_t i = 0; i < b.n_certs; i++) {
 		if (cm_der_list_read(b.cert_files[i], &b.certs[i], &err) != 0) {
-			fprintf(stderr, "decision_bench: --cert %s: %s\n", b.cert_files[i], err.msg);
+			fprintf(stderr, "decision_bench: --cert %s: %s\n", b.cert_files[i],
+				err.msg);
 			goto cleanup;
 		}
 	}
@@ -562,8 +570,10 @@ int main(int argc, char **argv)
 	g.measuring = false;
 	wall_s = (now_us() - start) / 1e6;
 	if (done == 0) {
-		fprintf(stderr, "decision_bench: no measured decision within %.1f s "
-				"(--duration-limit)\n", limit_s);
+		fprintf(stderr,
+			"decision_bench: no measured decision within %.1f s "
+			"(--duration-limit)\n",
+			limit_s);
 		goto cleanup;
 	}
 
@@ -574,28 +584,29 @@ int main(int argc, char **argv)
 
 		for (size_t i = 0; i < lat.n; i++)
 			sum += lat.v[i];
-		out = json_pack("{s:s, s:s?, s:o, s:I, s:I, s:b, s:b, s:i, s:s, s:f, s:f, s:f, s:f, "
-				"s:f, s:f, s:f}",
-				"mode", b.mode == MODE_X509 ? "x509" : "decide", "label", label,
-				"dialect",
-				b.mode == MODE_X509 ? json_null()
-						    : json_string(cm_dialect_name(cfg->directory.dialect)),
-				"iterations", (json_int_t)done, "warmup", (json_int_t)warmup,
-				"reconnect", b.reconnect, "truncated", truncated, "certs",
-				(int)b.n_certs, "expect", cm_reason_name(b.expect), "p50_us",
-				round1(percentile(&lat, 50)), "p90_us", round1(percentile(&lat, 90)),
-				"p99_us", round1(percentile(&lat, 99)), "max_us",
-				round1(lat.v[lat.n - 1]), "mean_us", round1(mean(&lat)),
-				"decisions_per_s", round1(sum > 0.0 ? (double)lat.n / (sum / 1e6) : 0.0),
-				"wall_s", round(wall_s * 1000.0) / 1000.0);
+		out = json_pack(
+			"{s:s, s:s?, s:o, s:I, s:I, s:b, s:b, s:i, s:s, s:f, s:f, s:f, s:f, "
+			"s:f, s:f, s:f}",
+			"mode", b.mode == MODE_X509 ? "x509" : "decide", "label", label, "dialect",
+			b.mode == MODE_X509 ? json_null()
+					    : json_string(cm_dialect_name(cfg->directory.dialect)),
+			"iterations", (json_int_t)done, "warmup", (json_int_t)warmup, "reconnect",
+			b.reconnect, "truncated", truncated, "certs", (int)b.n_certs, "expect",
+			cm_reason_name(b.expect), "p50_us", round1(percentile(&lat, 50)), "p90_us",
+			round1(percentile(&lat, 90)), "p99_us", round1(percentile(&lat, 99)),
+			"max_us", round1(lat.v[lat.n - 1]), "mean_us", round1(mean(&lat)),
+			"decisions_per_s", round1(sum > 0.0 ? (double)lat.n / (sum / 1e6) : 0.0),
+			"wall_s", round(wall_s * 1000.0) / 1000.0);
 	}
 	if (out == NULL) {
 		fprintf(stderr, "decision_bench: cannot build the JSON line\n");
 		goto cleanup;
 	}
 	if (b.mode == MODE_DECIDE) {
-		json_object_set_new(out, "directory_p50_us", json_real(round1(percentile(&dir, 50))));
-		json_object_set_new(out, "directory_p99_us", json_real(round1(percentile(&dir, 99))));
+		json_object_set_new(out, "directory_p50_us",
+				    json_real(round1(percentile(&dir, 50))));
+		json_object_set_new(out, "directory_p99_us",
+				    json_real(round1(percentile(&dir, 99))));
 		json_object_set_new(out, "uri", json_string(cfg->directory.uris.v[0]));
 		ops = json_object();
 		for (size_t i = 0; i < g.n_ops; i++) {
@@ -605,7 +616,8 @@ int main(int argc, char **argv)
 			json_object_set_new(ops, g.ops[i].label, stats_json(s));
 		}
 		if (g.dropped_ops)
-			json_object_set_new(ops, "(other)", json_integer((json_int_t)g.dropped_ops));
+			json_object_set_new(ops, "(other)",
+					    json_integer((json_int_t)g.dropped_ops));
 		json_object_set_new(out, "ldap_ops", ops);
 	}
 	if (b.mode == MODE_X509) {
@@ -621,8 +633,9 @@ int main(int argc, char **argv)
 	fputc('\n', stdout);
 	fflush(stdout);
 
-	fprintf(stderr, "%-6s %-7s%s %ld x %zu cert%s: p50 %.1f us  p90 %.1f us  p99 %.1f us  "
-			"max %.1f us  mean %.1f us  %.0f decisions/s%s\n",
+	fprintf(stderr,
+		"%-6s %-7s%s %ld x %zu cert%s: p50 %.1f us  p90 %.1f us  p99 %.1f us  "
+		"max %.1f us  mean %.1f us  %.0f decisions/s%s\n",
 		b.mode == MODE_X509 ? "x509" : "decide",
 		b.mode == MODE_X509 ? "-" : cm_dialect_name(cfg->directory.dialect),
 		b.reconnect ? " reconnect" : "", done, b.n_certs, b.n_certs == 1 ? "" : "s",

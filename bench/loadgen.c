@@ -106,7 +106,7 @@ struct conn {
 	SSL *ssl;
 	enum cstate st;
 	SSL_SESSION *sess; /* resume mode: the newest ticket from this slot's last connection */
-	bool offered;	   /* this handshake offered a session */
+	bool offered;      /* this handshake offered a session */
 	double t_open, t_req, deadline, retry_at;
 	size_t req_off;
 	uint64_t body_left;
@@ -152,13 +152,13 @@ static struct {
 	SSL_CTX *ctx;
 	struct ident *ids;
 	size_t nids;
-	char *req;	/* request head */
+	char *req; /* request head */
 	size_t req_len;
 	unsigned char body[LG_BODY_BUF_BYTES];
 } cfg;
 
-static atomic_llong tickets;	    /* requests left to start, when bounded */
-static atomic_int stop_flag;	    /* set by main: stop now */
+static atomic_llong tickets; /* requests left to start, when bounded */
+static atomic_int stop_flag; /* set by main: stop now */
 static atomic_uint idle_est, idle_failed;
 static atomic_int logged_errors;
 static double t_start;
@@ -437,8 +437,9 @@ static int parse_head(struct resp *r, size_t len)
 	bool chunked = false, have_len = false;
 	uint64_t clen = 0;
 
-	if (len < 12 || strncmp(p, "HTTP/1.", 7) != 0 || p[8] != ' ' || !isdigit((unsigned char)p[9]) ||
-	    !isdigit((unsigned char)p[10]) || !isdigit((unsigned char)p[11]))
+	if (len < 12 || strncmp(p, "HTTP/1.", 7) != 0 || p[8] != ' ' ||
+	    !isdigit((unsigned char)p[9]) || !isdigit((unsigned char)p[10]) ||
+	    !isdigit((unsigned char)p[11]))
 		return -1;
 	r->close = p[7] == '0';
 	r->status = (unsigned)((p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0'));
@@ -517,7 +518,8 @@ static int resp_feed(struct resp *r, const char *d, size_t n)
 				r->head_len = 0;
 				d += used;
 				n -= used;
-				if (r->status >= 100 && r->status < 200) { /* interim: 100 Continue */
+				if (r->status >= 100 &&
+				    r->status < 200) { /* interim: 100 Continue */
 					r->phase = RP_HEAD;
 					r->left = 0;
 				}
@@ -686,13 +688,15 @@ static int conn_read(struct conn *c)
 		e = SSL_get_error(c->ssl, n);
 		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
 			return 0;
-		if (c->r.phase == RP_EOF && (e == SSL_ERROR_ZERO_RETURN || e == SSL_ERROR_SYSCALL)) {
+		if (c->r.phase == RP_EOF &&
+		    (e == SSL_ERROR_ZERO_RETURN || e == SSL_ERROR_SYSCALL)) {
 			c->r.close = true;
 			response_done(c);
 			return 1;
 		}
 		if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0))
-			count_error(c, ERR_CLOSED, "server closed the connection before the response");
+			count_error(c, ERR_CLOSED,
+				    "server closed the connection before the response");
 		else
 			count_error(c, ERR_TLS, "read: %s", ssl_err_text());
 		conn_fail(c);
@@ -716,7 +720,8 @@ static void drive(struct conn *c, uint32_t events)
 			if (poll(&pfd, 1, 0) == 0)
 				return;
 			if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
-				count_error(c, ERR_CONNECT, "connect: %s", strerror(err ? err : errno));
+				count_error(c, ERR_CONNECT, "connect: %s",
+					    strerror(err ? err : errno));
 				conn_fail(c);
 				return;
 			}
@@ -744,7 +749,8 @@ static void drive(struct conn *c, uint32_t events)
 			conn_fail(c);
 			return;
 		case CS_SEND:
-			n = SSL_write(c->ssl, cfg.req + c->req_off, (int)(cfg.req_len - c->req_off));
+			n = SSL_write(c->ssl, cfg.req + c->req_off,
+				      (int)(cfg.req_len - c->req_off));
 			if (n > 0) {
 				c->w->st.bytes_sent += (uint64_t)n;
 				c->req_off += (size_t)n;
@@ -759,7 +765,8 @@ static void drive(struct conn *c, uint32_t events)
 			conn_fail(c);
 			return;
 		case CS_BODY: {
-			size_t off = (size_t)((cfg.upload_bytes - c->body_left) % LG_BODY_BUF_BYTES);
+			size_t off =
+				(size_t)((cfg.upload_bytes - c->body_left) % LG_BODY_BUF_BYTES);
 			size_t len = LG_BODY_BUF_BYTES - off;
 
 			if (len > c->body_left)
@@ -926,8 +933,8 @@ static void parse_url(const char *url)
 	if (strlen(*slash ? slash : "/") >= sizeof(cfg.path))
 		fatal("--url: path too long");
 	snprintf(cfg.path, sizeof(cfg.path), "%s", *slash ? slash : "/");
-	cfg.host_is_ip = inet_pton(AF_INET, cfg.host, tmp) == 1 ||
-			 inet_pton(AF_INET6, cfg.host, tmp) == 1;
+	cfg.host_is_ip =
+		inet_pton(AF_INET, cfg.host, tmp) == 1 || inet_pton(AF_INET6, cfg.host, tmp) == 1;
 	hints.ai_socktype = SOCK_STREAM;
 	rc = getaddrinfo(cfg.host, cfg.port, &hints, &ai);
 	if (rc != 0)
@@ -1053,7 +1060,7 @@ static void build_ctx(void)
 		fatal("cannot set the expected server name %s", cfg.host);
 	if (cfg.mode == MODE_RESUME) {
 		SSL_CTX_set_session_cache_mode(cfg.ctx, SSL_SESS_CACHE_CLIENT |
-							       SSL_SESS_CACHE_NO_INTERNAL_STORE);
+								SSL_SESS_CACHE_NO_INTERNAL_STORE);
 		SSL_CTX_sess_set_new_cb(cfg.ctx, new_session_cb);
 	} else {
 		/* no reuse: every connection is a full handshake */
@@ -1065,8 +1072,8 @@ static void build_ctx(void)
 static void build_request(void)
 {
 	size_t cap = 4096 + strlen(cfg.path);
-	bool close_conn = cfg.mode == MODE_HANDSHAKE || cfg.mode == MODE_RESUME ||
-			  cfg.mode == MODE_STORM;
+	bool close_conn =
+		cfg.mode == MODE_HANDSHAKE || cfg.mode == MODE_RESUME || cfg.mode == MODE_STORM;
 	char *r;
 	int n;
 
@@ -1378,9 +1385,9 @@ static void report(struct worker *ws, double elapsed, bool by_deadline)
 	printf(",\"tls_version\":\"%s\",\"cipher\":\"%s\",\"threads\":%u,\"connections\":%u,"
 	       "\"identities\":%zu,\"elapsed_s\":%.3f,\"stopped_by\":\"%s\",\"requests\":%llu,"
 	       "\"req_per_s\":%.1f,\"errors\":%llu,\"error_kinds\":{",
-	       ver, cipher, cfg.threads,
-	       cfg.connections, cfg.nids, elapsed, by_deadline ? "deadline" : "completion",
-	       (unsigned long long)t->requests, rps, (unsigned long long)errs);
+	       ver, cipher, cfg.threads, cfg.connections, cfg.nids, elapsed,
+	       by_deadline ? "deadline" : "completion", (unsigned long long)t->requests, rps,
+	       (unsigned long long)errs);
 	for (unsigned k = 0; k < ERR_KINDS; k++)
 		printf("%s\"%s\":%llu", k ? "," : "", err_names[k],
 		       (unsigned long long)t->errors[k]);
@@ -1393,9 +1400,8 @@ static void report(struct worker *ws, double elapsed, bool by_deadline)
 		}
 	printf("},\"latency_ms\":{\"mean\":%.3f,\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,"
 	       "\"max\":%.3f},",
-	       t->lat.n ? (double)t->lat.sum_us / (double)t->lat.n / 1e3 : 0,
-	       hist_pct(&t->lat, 50), hist_pct(&t->lat, 90), hist_pct(&t->lat, 99),
-	       (double)t->lat.max_us / 1e3);
+	       t->lat.n ? (double)t->lat.sum_us / (double)t->lat.n / 1e3 : 0, hist_pct(&t->lat, 50),
+	       hist_pct(&t->lat, 90), hist_pct(&t->lat, 99), (double)t->lat.max_us / 1e3);
 	printf("\"handshakes\":{\"full\":%llu,\"resumed\":%llu,\"offered\":%llu,\"per_s\":%.1f,"
 	       "\"resumed_per_s\":%.1f,\"resumption_rate\":%.4f,\"ms\":{\"p50\":%.3f,"
 	       "\"p99\":%.3f,\"max\":%.3f}},",

@@ -21,8 +21,8 @@
 
 #include "logfile.h"
 
-#define FIELDS                                                                                  \
-	"date time s-ip cs-method cs-uri-stem cs-uri-query s-port cs-username c-ip "            \
+#define FIELDS                                                                       \
+	"date time s-ip cs-method cs-uri-stem cs-uri-query s-port cs-username c-ip " \
 	"cs(User-Agent) cs(Referer) sc-status sc-substatus sc-win32-status time-taken"
 
 struct cm_accesslog {

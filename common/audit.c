@@ -53,23 +53,34 @@ static int str_ptr_cmp(const void *a, const void *b)
 const char *cm_audit_kind_name(enum cm_audit_kind kind)
 {
 	switch (kind) {
-	case CM_AUDIT_SHARED_CERTIFICATE: return "shared_certificate";
-	case CM_AUDIT_DUPLICATE_VALUE: return "duplicate_value";
-	case CM_AUDIT_EXPIRED: return "expired";
-	case CM_AUDIT_NOT_YET_VALID: return "not_yet_valid";
-	case CM_AUDIT_UNTRUSTED_ISSUER: return "untrusted_issuer";
-	case CM_AUDIT_REVOKED: return "revoked";
-	case CM_AUDIT_MEMBER_WITHOUT_USABLE_CERT: return "member_without_usable_cert";
-	default: return "holder_outside_group";
+	case CM_AUDIT_SHARED_CERTIFICATE:
+		return "shared_certificate";
+	case CM_AUDIT_DUPLICATE_VALUE:
+		return "duplicate_value";
+	case CM_AUDIT_EXPIRED:
+		return "expired";
+	case CM_AUDIT_NOT_YET_VALID:
+		return "not_yet_valid";
+	case CM_AUDIT_UNTRUSTED_ISSUER:
+		return "untrusted_issuer";
+	case CM_AUDIT_REVOKED:
+		return "revoked";
+	case CM_AUDIT_MEMBER_WITHOUT_USABLE_CERT:
+		return "member_without_usable_cert";
+	default:
+		return "holder_outside_group";
 	}
 }
 
 const char *cm_audit_level_name(enum cm_audit_level level)
 {
 	switch (level) {
-	case CM_AUDIT_CRITICAL: return "critical";
-	case CM_AUDIT_WARNING: return "warning";
-	default: return "info";
+	case CM_AUDIT_CRITICAL:
+		return "critical";
+	case CM_AUDIT_WARNING:
+		return "warning";
+	default:
+		return "info";
 	}
 }
 
@@ -162,7 +173,7 @@ static int finding_cmp(const void *a, const void *b)
 
 static size_t holders_of(const struct holders *h, size_t n, const char *sha256)
 {
-	struct holders probe = { sha256, 0 }, *hit = bsearch(&probe, h, n, sizeof(*h), holders_cmp);
+	struct holders probe = {sha256, 0}, *hit = bsearch(&probe, h, n, sizeof(*h), holders_cmp);
 
 	return hit != NULL ? hit->n : 0;
 }
@@ -185,10 +196,12 @@ static int judge_value(struct cm_audit_report *r, const struct cm_inv_account *a
 			dup = strdup("the same certificate is stored twice on the account");
 		else if (c->parsed && w->cls.parsed && w->cls.issuer != NULL && c->issuer != NULL &&
 			 w->cls.serial != NULL && c->serial != NULL &&
-			 strcmp(w->cls.issuer, c->issuer) == 0 && strcmp(w->cls.serial, c->serial) == 0)
-			dup = cm_strdup_printf("same issuer and serial %s as value %s, other bytes (a "
-					       "re-encoding or a misissued twin)",
-					       c->serial, w->sha256);
+			 strcmp(w->cls.issuer, c->issuer) == 0 &&
+			 strcmp(w->cls.serial, c->serial) == 0)
+			dup = cm_strdup_printf(
+				"same issuer and serial %s as value %s, other bytes (a "
+				"re-encoding or a misissued twin)",
+				c->serial, w->sha256);
 		else
 			continue;
 		if (add_finding(r, CM_AUDIT_DUPLICATE_VALUE, v->sha256, &dn, 1, subj, dup) != 0)
@@ -199,21 +212,20 @@ static int judge_value(struct cm_audit_report *r, const struct cm_inv_account *a
 	    add_finding(r, CM_AUDIT_UNTRUSTED_ISSUER, v->sha256, &dn, 1, subj,
 			c->issuer != NULL
 				? cm_strdup_printf("issued by %s: %s", c->issuer,
-						   c->problem != NULL ? c->problem
-								      : "no chain to a trusted issuer")
+						   c->problem != NULL
+							   ? c->problem
+							   : "no chain to a trusted issuer")
 				: strdup(c->problem != NULL ? c->problem : "malformed")) != 0)
 		return -1;
-	if (c->expired &&
-	    add_finding(r, CM_AUDIT_EXPIRED, v->sha256, &dn, 1, subj,
-			cm_strdup_printf("not after %s", c->not_after)) != 0)
+	if (c->expired && add_finding(r, CM_AUDIT_EXPIRED, v->sha256, &dn, 1, subj,
+				      cm_strdup_printf("not after %s", c->not_after)) != 0)
 		return -1;
 	if (c->not_yet_valid &&
 	    add_finding(r, CM_AUDIT_NOT_YET_VALID, v->sha256, &dn, 1, subj,
 			strdup(c->problem != NULL ? c->problem : "not yet valid")) != 0)
 		return -1;
-	if (c->revoked &&
-	    add_finding(r, CM_AUDIT_REVOKED, v->sha256, &dn, 1, subj,
-			strdup("listed in a configured CRL")) != 0)
+	if (c->revoked && add_finding(r, CM_AUDIT_REVOKED, v->sha256, &dn, 1, subj,
+				      strdup("listed in a configured CRL")) != 0)
 		return -1;
 	if (c->usable && (holders <= 1 || on_ambiguous == CM_AMBIGUOUS_BASIC_USER))
 		*usable = true;
@@ -285,7 +297,7 @@ int cm_audit_run(const struct cm_inventory *inv, enum cm_on_ambiguous on_ambiguo
 		goto done;
 	for (size_t i = 0; i < inv->n; i++)
 		for (size_t j = 0; j < inv->accounts[i].n_values; j++)
-			pairs[n_pairs++] = (struct pair){ inv->accounts[i].values[j].sha256, i };
+			pairs[n_pairs++] = (struct pair){inv->accounts[i].values[j].sha256, i};
 	qsort(pairs, n_pairs, sizeof(*pairs), pair_cmp);
 
 	/* runs of one SHA-256: how many accounts hold it; shared ones are critical */
@@ -298,23 +310,24 @@ int cm_audit_run(const struct cm_inventory *inv, enum cm_on_ambiguous on_ambiguo
 				dns[n_acc++] = inv->accounts[pairs[j].account].dn;
 			j++;
 		}
-		h[n_h++] = (struct holders){ pairs[i].sha256, n_acc };
+		h[n_h++] = (struct holders){pairs[i].sha256, n_acc};
 		if (n_acc > 1) {
 			const struct cm_inv_account *a = &inv->accounts[pairs[i].account];
 
 			for (size_t k = 0; k < a->n_values && val == NULL; k++)
 				if (strcmp(a->values[k].sha256, pairs[i].sha256) == 0)
 					val = &a->values[k];
-			if (add_finding(out, CM_AUDIT_SHARED_CERTIFICATE, pairs[i].sha256, dns, n_acc,
-					val != NULL ? val->cls.subject : NULL,
-					cm_strdup_printf("on %zu accounts: whoever holds its key can "
-							 "sign in as any of them%s",
-							 n_acc,
-							 on_ambiguous == CM_AMBIGUOUS_BASIC_USER
-								 ? " (on_ambiguous basic_user: "
-								   "picked by the Basic user)"
-								 : " (on_ambiguous deny: none "
-								   "of them can use it)")) != 0)
+			if (add_finding(
+				    out, CM_AUDIT_SHARED_CERTIFICATE, pairs[i].sha256, dns, n_acc,
+				    val != NULL ? val->cls.subject : NULL,
+				    cm_strdup_printf("on %zu accounts: whoever holds its key can "
+						     "sign in as any of them%s",
+						     n_acc,
+						     on_ambiguous == CM_AMBIGUOUS_BASIC_USER
+							     ? " (on_ambiguous basic_user: "
+							       "picked by the Basic user)"
+							     : " (on_ambiguous deny: none "
+							       "of them can use it)")) != 0)
 				goto done;
 		}
 		i = j;
@@ -330,8 +343,8 @@ int cm_audit_run(const struct cm_inventory *inv, enum cm_on_ambiguous on_ambiguo
 				const struct cm_inv_value *v = &a->values[j];
 
 				if (v->cls.managed &&
-				    add_finding(out, CM_AUDIT_HOLDER_OUTSIDE_GROUP, v->sha256, &dn, 1,
-						v->cls.subject,
+				    add_finding(out, CM_AUDIT_HOLDER_OUTSIDE_GROUP, v->sha256, &dn,
+						1, v->cls.subject,
 						cm_strdup_printf("not a member of %s (nested "
 								 "membership counted); --prune "
 								 "removes it",

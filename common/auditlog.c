@@ -79,8 +79,8 @@ static void copy_key(json_t *dst, const json_t *src, const char *key)
 	json_object_set_new(dst, key, v != NULL ? json_incref(v) : json_null());
 }
 
-json_t *cm_auditlog_json(const struct timespec *when, const char *client_ip,
-			 const char *request_id, const struct cm_decision *d)
+json_t *cm_auditlog_json(const struct timespec *when, const char *client_ip, const char *request_id,
+			 const struct cm_decision *d)
 {
 	struct timespec now;
 	struct tm tm;
@@ -146,8 +146,8 @@ int cm_auditlog_open(const char *path, struct cm_auditlog **out, struct cm_err *
 	return 0;
 }
 
-void cm_auditlog_write(struct cm_auditlog *log, const struct timespec *when,
-		       const char *client_ip, const char *request_id, const struct cm_decision *d)
+void cm_auditlog_write(struct cm_auditlog *log, const struct timespec *when, const char *client_ip,
+		       const char *request_id, const struct cm_decision *d)
 {
 	json_t *o;
 	char *line;

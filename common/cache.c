@@ -286,7 +286,8 @@ static void drop_ready(struct shard *s, struct entry *e, size_t bucket)
 	free(e);
 }
 
-enum cm_cache_status cm_cache_get(struct cm_cache *cache, const unsigned char key[CM_CACHE_KEY_BYTES],
+enum cm_cache_status cm_cache_get(struct cm_cache *cache,
+				  const unsigned char key[CM_CACHE_KEY_BYTES],
 				  struct cm_verdict **out, cm_cache_ready_fn fn, void *arg)
 {
 	size_t bucket;
@@ -337,7 +338,8 @@ enum cm_cache_status cm_cache_get(struct cm_cache *cache, const unsigned char ke
 	return CM_CACHE_STATUS_LEADER;
 }
 
-struct cm_verdict *cm_cache_peek(struct cm_cache *cache, const unsigned char key[CM_CACHE_KEY_BYTES])
+struct cm_verdict *cm_cache_peek(struct cm_cache *cache,
+				 const unsigned char key[CM_CACHE_KEY_BYTES])
 {
 	size_t bucket;
 	struct shard *s;

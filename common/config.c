@@ -443,8 +443,7 @@ static int key_string(struct loader *ld, json_t *obj, const char *parent, const 
 	return 1;
 }
 
-static int key_bool(struct loader *ld, json_t *obj, const char *parent, const char *key,
-		    bool *out)
+static int key_bool(struct loader *ld, json_t *obj, const char *parent, const char *key, bool *out)
 {
 	char path[JPATH_MAX];
 	json_t *v;
@@ -693,8 +692,7 @@ static int key_strlist(struct loader *ld, json_t *obj, const char *parent, const
 			return -1;
 		}
 	}
-	json_array_foreach(arr, i, v)
-	{
+	json_array_foreach (arr, i, v) {
 		char ip[JPATH_MAX];
 		char *s = NULL;
 
@@ -737,15 +735,17 @@ static void strlist_free(struct cm_strlist *l)
 
 /* ---- sections ------------------------------------------------------------- */
 
-static const char *const top_keys[] = {
-	"listen",    "admin",    "client_certificates", "locations", "directory", "mapping",
-	"authorization", "upstream", "cache", "logging", "errors", "user", "server", NULL};
+static const char *const top_keys[] = {"listen",        "admin",     "client_certificates",
+				       "locations",     "directory", "mapping",
+				       "authorization", "upstream",  "cache",
+				       "logging",       "errors",    "user",
+				       "server",        NULL};
 static const char *const listen_keys[] = {"address", "port", "certificate", "key", NULL};
 static const char *const admin_keys[] = {"address", "port", NULL};
 static const char *const cc_keys[] = {"trusted_issuers", "require_client_auth_eku", "revocation",
 				      NULL};
-static const char *const revocation_keys[] = {"mode",           "crl_files",  "fetch_cdp",
-					      "ocsp",           "ocsp_responder", "timeout_ms",
+static const char *const revocation_keys[] = {"mode",           "crl_files",       "fetch_cdp",
+					      "ocsp",           "ocsp_responder",  "timeout_ms",
 					      "cdp_timeout_ms", "ocsp_timeout_ms", NULL};
 static const char *const location_keys[] = {"path", "client_certificate", NULL};
 static const char *const directory_keys[] = {
@@ -758,12 +758,18 @@ static const char *const upstream_keys[] = {"url",      "ca_file",   "verify",
 					    "identity", "timeout_s", NULL};
 static const char *const cache_keys[] = {"ttl_s", "negative_ttl_s", "max_entries", NULL};
 static const char *const logging_keys[] = {"access_log", "audit_log", NULL};
-static const char *const server_keys[] = {"threads", "decision_threads", "max_connections",
-					  "connection_memory_bytes", "client_timeout_s",
-					  "handshake_timeout_s", "request_header_timeout_s",
+static const char *const server_keys[] = {"threads",
+					  "decision_threads",
+					  "max_connections",
+					  "connection_memory_bytes",
+					  "client_timeout_s",
+					  "handshake_timeout_s",
+					  "request_header_timeout_s",
 					  "shutdown_timeout_s",
-					  "max_request_head_bytes", "tls_session_tickets",
-					  "tls_ticket_key_file", NULL};
+					  "max_request_head_bytes",
+					  "tls_session_tickets",
+					  "tls_ticket_key_file",
+					  NULL};
 
 static const char *const revocation_modes[] = {"off", "soft", "hard", NULL};
 static const char *const dialects[] = {"ad", "rfc4523", NULL};
@@ -801,8 +807,7 @@ static void parse_listen(struct loader *ld, json_t *root)
 		return;
 	}
 	cfg->n_listen = json_array_size(arr);
-	json_array_foreach(arr, i, item)
-	{
+	json_array_foreach (arr, i, item) {
 		struct cm_listen *l = &cfg->listen[i];
 		char ip[JPATH_MAX];
 		long long port;
@@ -854,7 +859,8 @@ static void parse_revocation(struct loader *ld, json_t *cc, const char *parent)
 	if (key_string(ld, o, path, "ocsp_responder", F_NULLABLE, &url) == 1) {
 		path_key(up, path, "ocsp_responder", strlen("ocsp_responder"));
 		if (!valid_http_url(url) || strncasecmp(url, "http://", 7) != 0) {
-			add_error(ld, up, "expected an http:// URL (OCSP is fetched over plain HTTP)");
+			add_error(ld, up,
+				  "expected an http:// URL (OCSP is fetched over plain HTTP)");
 			free(url);
 		} else {
 			cfg->client_certificates.revocation.ocsp_responder = url;
@@ -863,8 +869,10 @@ static void parse_revocation(struct loader *ld, json_t *cc, const char *parent)
 	if (key_int(ld, o, path, "timeout_ms", 0, 1, 600000, &t) == 1)
 		cfg->client_certificates.revocation.timeout_ms = (int)t;
 	/* extension: per-source timeouts, default timeout_ms */
-	cfg->client_certificates.revocation.cdp_timeout_ms = cfg->client_certificates.revocation.timeout_ms;
-	cfg->client_certificates.revocation.ocsp_timeout_ms = cfg->client_certificates.revocation.timeout_ms;
+	cfg->client_certificates.revocation.cdp_timeout_ms =
+		cfg->client_certificates.revocation.timeout_ms;
+	cfg->client_certificates.revocation.ocsp_timeout_ms =
+		cfg->client_certificates.revocation.timeout_ms;
 	if (key_int(ld, o, path, "cdp_timeout_ms", 0, 1, 600000, &t) == 1)
 		cfg->client_certificates.revocation.cdp_timeout_ms = (int)t;
 	if (key_int(ld, o, path, "ocsp_timeout_ms", 0, 1, 600000, &t) == 1)
@@ -916,8 +924,7 @@ static void parse_locations(struct loader *ld, json_t *root)
 		return;
 	}
 	cfg->n_locations = json_array_size(arr);
-	json_array_foreach(arr, i, item)
-	{
+	json_array_foreach (arr, i, item) {
 		struct cm_location *l = &cfg->locations[i];
 		char ip[JPATH_MAX], pp[JPATH_MAX], got[SHOW_BUF];
 		json_t *v;
@@ -992,8 +999,7 @@ static void parse_uris(struct loader *ld, json_t *o, const char *parent)
 		add_oom(ld, path);
 		return;
 	}
-	json_array_foreach(arr, i, v)
-	{
+	json_array_foreach (arr, i, v) {
 		char ip[JPATH_MAX];
 		const char *s;
 		char *d;
@@ -1108,8 +1114,7 @@ static void parse_methods(struct loader *ld, json_t *o, const char *parent)
 		names[i] = cm_method_name((enum cm_method)i);
 	expect_list(names, CM_METHOD_COUNT, expect, sizeof(expect));
 	implemented_list(avail, sizeof(avail));
-	json_array_foreach(arr, i, v)
-	{
+	json_array_foreach (arr, i, v) {
 		char ip[JPATH_MAX], got[SHOW_BUF];
 		enum cm_method m;
 

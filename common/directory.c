@@ -110,7 +110,7 @@ static int timeout_ms(const struct cm_dir *dir)
 
 static struct timeval ms_to_tv(int ms)
 {
-	struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (long)(ms % 1000) * 1000 };
+	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (long)(ms % 1000) * 1000};
 
 	return tv;
 }
@@ -174,7 +174,7 @@ static int bind_handle(struct cm_dir *dir, LDAP *ld, char *msg, size_t size)
 {
 	const char *dn = dir->cfg->directory.bind_dn;
 	const char *pw = dir->cfg->directory.bind_password;
-	struct berval cred = { 0, NULL };
+	struct berval cred = {0, NULL};
 	struct timeval tv = ms_to_tv(timeout_ms(dir));
 	LDAPMessage *res = NULL;
 	char *errmsg = NULL;
@@ -316,13 +316,13 @@ static LDAP *connect_uri(struct cm_dir *dir, size_t idx, char *msg, size_t size)
 	    set_opt(ld, LDAP_OPT_NETWORK_TIMEOUT, &tv, "network timeout", msg, size) != 0 ||
 	    set_opt(ld, LDAP_OPT_TIMEOUT, &tv, "timeout", msg, size) != 0)
 		goto fail;
-	if (use_tls &&
-	    (set_opt(ld, LDAP_OPT_X_TLS_REQUIRE_CERT, &demand, "TLS require cert", msg, size) != 0 ||
-	     set_opt(ld, LDAP_OPT_X_TLS_PROTOCOL_MIN, &tls12, "TLS minimum version", msg, size) !=
-		     0 ||
-	     (ca != NULL &&
-	      set_opt(ld, LDAP_OPT_X_TLS_CACERTFILE, ca, "TLS CA file", msg, size) != 0) ||
-	     set_opt(ld, LDAP_OPT_X_TLS_NEWCTX, &zero, "TLS context", msg, size) != 0))
+	if (use_tls && (set_opt(ld, LDAP_OPT_X_TLS_REQUIRE_CERT, &demand, "TLS require cert", msg,
+				size) != 0 ||
+			set_opt(ld, LDAP_OPT_X_TLS_PROTOCOL_MIN, &tls12, "TLS minimum version", msg,
+				size) != 0 ||
+			(ca != NULL && set_opt(ld, LDAP_OPT_X_TLS_CACERTFILE, ca, "TLS CA file",
+					       msg, size) != 0) ||
+			set_opt(ld, LDAP_OPT_X_TLS_NEWCTX, &zero, "TLS context", msg, size) != 0))
 		goto fail;
 
 	rc = ldap_connect(ld);
@@ -508,7 +508,7 @@ static enum attempt search_once(struct cm_dir *dir, const struct search_req *req
 {
 	LDAP *ld = dir->ld;
 	int ms = timeout_ms(dir);
-	struct timeval limit = { .tv_sec = (ms + 999) / 1000, .tv_usec = 0 };
+	struct timeval limit = {.tv_sec = (ms + 999) / 1000, .tv_usec = 0};
 	struct timeval tv = ms_to_tv(ms);
 	LDAPMessage *res = NULL;
 	char *errmsg = NULL;
@@ -639,8 +639,8 @@ static void add_failure(char *all, size_t size, const char *uri, const char *wha
 
 /* One attempt of an operation on dir->ld, connected to uris[dir->cur]. Adds
  * its own trace line on success; on failure fills msg and *code. */
-typedef enum attempt (*attempt_fn)(struct cm_dir *dir, void *ctx, int *code, char *msg,
-				   size_t size, struct cm_trace *trace);
+typedef enum attempt (*attempt_fn)(struct cm_dir *dir, void *ctx, int *code, char *msg, size_t size,
+				   struct cm_trace *trace);
 
 /* Runs fn with cm_dir_search's failover rules: each URI at most once per call
  * (starting with the one in use), plus one fresh connection to the same
@@ -721,8 +721,8 @@ struct plain_search {
 	const char *shown; /* the filter as traced */
 };
 
-static enum attempt search_attempt(struct cm_dir *dir, void *ctx, int *code, char *msg,
-				   size_t size, struct cm_trace *trace)
+static enum attempt search_attempt(struct cm_dir *dir, void *ctx, int *code, char *msg, size_t size,
+				   struct cm_trace *trace)
 {
 	struct plain_search *ps = ctx;
 	const char *uri = dir->cfg->directory.uris.v[dir->cur];
@@ -756,8 +756,9 @@ enum cm_dir_status cm_dir_search(struct cm_dir *dir, const char *base, enum cm_d
 	char shown[TRACE_FILTER_MAX + 64];
 	char what[TRACE_FILTER_MAX + 128];
 	struct plain_search ps = {
-		{ base, scope, filter, attrs, size_limit > 0 ? size_limit : CM_DIR_MAX_ENTRIES },
-		out, shown,
+		{base, scope, filter, attrs, size_limit > 0 ? size_limit : CM_DIR_MAX_ENTRIES},
+		out,
+		shown,
 	};
 
 	memset(out, 0, sizeof(*out));
@@ -857,10 +858,11 @@ static enum attempt read_page(struct cm_dir *dir, LDAPMessage *res, struct paged
 
 			if (rc != LDAP_SUCCESS)
 				*code = rc;
-			page = ctrls != NULL ? ldap_control_find(LDAP_CONTROL_PAGEDRESULTS, ctrls, NULL)
-					     : NULL;
-			if (page != NULL &&
-			    ldap_parse_pageresponse_control(ld, page, &estimate, cookie) != LDAP_SUCCESS) {
+			page = ctrls != NULL
+				       ? ldap_control_find(LDAP_CONTROL_PAGEDRESULTS, ctrls, NULL)
+				       : NULL;
+			if (page != NULL && ldap_parse_pageresponse_control(
+						    ld, page, &estimate, cookie) != LDAP_SUCCESS) {
 				cookie->bv_val = NULL;
 				cookie->bv_len = 0;
 			}
@@ -886,19 +888,20 @@ static enum attempt paged_attempt(struct cm_dir *dir, void *ctx, int *code_out, 
 	struct paged_req *req = ctx;
 	const char *uri = dir->cfg->directory.uris.v[dir->cur];
 	int ms = timeout_ms(dir);
-	struct timeval limit = { .tv_sec = (ms + 999) / 1000, .tv_usec = 0 };
-	struct berval cookie = { 0, NULL };
+	struct timeval limit = {.tv_sec = (ms + 999) / 1000, .tv_usec = 0};
+	struct berval cookie = {0, NULL};
 	size_t pages = 0, refs = 0, dropped = 0;
 	enum attempt ret = ATTEMPT_OK;
 
 	*code_out = LDAP_SUCCESS;
 	for (;;) {
-		LDAPControl *page = NULL, *sctrls[2] = { NULL, NULL };
+		LDAPControl *page = NULL, *sctrls[2] = {NULL, NULL};
 		LDAPMessage *res = NULL;
 		char *errmsg = NULL;
 		int msgid = -1, code = LDAP_OTHER, rc;
 
-		rc = ldap_create_page_control(dir->ld, (ber_int_t)req->page_size, &cookie, 0, &page);
+		rc = ldap_create_page_control(dir->ld, (ber_int_t)req->page_size, &cookie, 0,
+					      &page);
 		ber_memfree(cookie.bv_val);
 		cookie.bv_val = NULL;
 		cookie.bv_len = 0;
@@ -949,8 +952,9 @@ static enum attempt paged_attempt(struct cm_dir *dir, void *ctx, int *code_out, 
 	}
 	ber_memfree(cookie.bv_val);
 	if (ret == ATTEMPT_OK || ret == ATTEMPT_NO_SUCH_OBJECT) {
-		cm_trace_add(trace, "ldap: %s: paged search %s (%s) %s: %s%zu entr%s in %zu page%s%s",
-			     uri, req->base, scope_name(req->scope), req->shown,
+		cm_trace_add(trace,
+			     "ldap: %s: paged search %s (%s) %s: %s%zu entr%s in %zu page%s%s", uri,
+			     req->base, scope_name(req->scope), req->shown,
 			     ret == ATTEMPT_NO_SUCH_OBJECT ? "no such object, " : "",
 			     req->out->n_entries, req->out->n_entries == 1 ? "y" : "ies", pages,
 			     pages == 1 ? "" : "s",
@@ -972,10 +976,14 @@ enum cm_dir_status cm_dir_search_paged(struct cm_dir *dir, const char *base,
 				       struct cm_trace *trace, struct cm_err *err)
 {
 	char shown[TRACE_FILTER_MAX + 64];
-	struct paged_req req = { base, scope, filter, attrs,
-				 page_size > 0 ? page_size : CM_DIR_PAGE_ENTRIES,
-				 max_entries > 0 ? max_entries : CM_DIR_MAX_PAGED_ENTRIES, shown,
-				 out };
+	struct paged_req req = {base,
+				scope,
+				filter,
+				attrs,
+				page_size > 0 ? page_size : CM_DIR_PAGE_ENTRIES,
+				max_entries > 0 ? max_entries : CM_DIR_MAX_PAGED_ENTRIES,
+				shown,
+				out};
 	char what[TRACE_FILTER_MAX + 128];
 
 	memset(out, 0, sizeof(*out));
@@ -994,26 +1002,46 @@ enum cm_dir_status cm_dir_search_paged(struct cm_dir *dir, const char *base,
 static const char *result_name(int code)
 {
 	switch (code) {
-	case LDAP_REFERRAL: return "referral";
-	case LDAP_ADMINLIMIT_EXCEEDED: return "adminLimitExceeded";
-	case LDAP_CONFIDENTIALITY_REQUIRED: return "confidentialityRequired";
-	case LDAP_NO_SUCH_ATTRIBUTE: return "noSuchAttribute";
-	case LDAP_UNDEFINED_TYPE: return "undefinedAttributeType";
-	case LDAP_CONSTRAINT_VIOLATION: return "constraintViolation";
-	case LDAP_TYPE_OR_VALUE_EXISTS: return "attributeOrValueExists";
-	case LDAP_INVALID_SYNTAX: return "invalidAttributeSyntax";
-	case LDAP_NO_SUCH_OBJECT: return "noSuchObject";
-	case LDAP_INVALID_DN_SYNTAX: return "invalidDNSyntax";
-	case LDAP_INAPPROPRIATE_AUTH: return "inappropriateAuthentication";
-	case LDAP_INSUFFICIENT_ACCESS: return "insufficientAccessRights";
-	case LDAP_BUSY: return "busy";
-	case LDAP_UNAVAILABLE: return "unavailable";
-	case LDAP_UNWILLING_TO_PERFORM: return "unwillingToPerform";
-	case LDAP_OBJECT_CLASS_VIOLATION: return "objectClassViolation";
-	case LDAP_NOT_ALLOWED_ON_NONLEAF: return "notAllowedOnNonLeaf";
-	case LDAP_NOT_ALLOWED_ON_RDN: return "notAllowedOnRDN";
-	case LDAP_OTHER: return "other";
-	default: return NULL;
+	case LDAP_REFERRAL:
+		return "referral";
+	case LDAP_ADMINLIMIT_EXCEEDED:
+		return "adminLimitExceeded";
+	case LDAP_CONFIDENTIALITY_REQUIRED:
+		return "confidentialityRequired";
+	case LDAP_NO_SUCH_ATTRIBUTE:
+		return "noSuchAttribute";
+	case LDAP_UNDEFINED_TYPE:
+		return "undefinedAttributeType";
+	case LDAP_CONSTRAINT_VIOLATION:
+		return "constraintViolation";
+	case LDAP_TYPE_OR_VALUE_EXISTS:
+		return "attributeOrValueExists";
+	case LDAP_INVALID_SYNTAX:
+		return "invalidAttributeSyntax";
+	case LDAP_NO_SUCH_OBJECT:
+		return "noSuchObject";
+	case LDAP_INVALID_DN_SYNTAX:
+		return "invalidDNSyntax";
+	case LDAP_INAPPROPRIATE_AUTH:
+		return "inappropriateAuthentication";
+	case LDAP_INSUFFICIENT_ACCESS:
+		return "insufficientAccessRights";
+	case LDAP_BUSY:
+		return "busy";
+	case LDAP_UNAVAILABLE:
+		return "unavailable";
+	case LDAP_UNWILLING_TO_PERFORM:
+		return "unwillingToPerform";
+	case LDAP_OBJECT_CLASS_VIOLATION:
+		return "objectClassViolation";
+	case LDAP_NOT_ALLOWED_ON_NONLEAF:
+		return "notAllowedOnNonLeaf";
+	case LDAP_NOT_ALLOWED_ON_RDN:
+		return "notAllowedOnRDN";
+	case LDAP_OTHER:
+		return "other";
+	default:
+		return NULL;
 	}
 }
 
@@ -1034,7 +1062,7 @@ static enum attempt modify_attempt(struct cm_dir *dir, void *ctx, int *code_out,
 	const char *opname = req->op == CM_DIR_MOD_ADD ? "add" : "delete";
 	struct berval *bv = calloc(req->n_values, sizeof(*bv));
 	struct berval **bvp = calloc(req->n_values + 1, sizeof(*bvp));
-	LDAPMod mod, *mods[2] = { &mod, NULL };
+	LDAPMod mod, *mods[2] = {&mod, NULL};
 	LDAPMessage *res = NULL;
 	char *errmsg = NULL, *matched = NULL;
 	int msgid = -1, code = LDAP_OTHER, rc;
@@ -1053,7 +1081,8 @@ static enum attempt modify_attempt(struct cm_dir *dir, void *ctx, int *code_out,
 		bvp[i] = &bv[i];
 	}
 	memset(&mod, 0, sizeof(mod));
-	mod.mod_op = (req->op == CM_DIR_MOD_ADD ? LDAP_MOD_ADD : LDAP_MOD_DELETE) | LDAP_MOD_BVALUES;
+	mod.mod_op =
+		(req->op == CM_DIR_MOD_ADD ? LDAP_MOD_ADD : LDAP_MOD_DELETE) | LDAP_MOD_BVALUES;
 	mod.mod_type = (char *)(uintptr_t)req->attr;
 	mod.mod_bvalues = bvp;
 	rc = ldap_modify_ext(dir->ld, req->dn, mods, NULL, NULL, &msgid);
@@ -1079,8 +1108,8 @@ static enum attempt modify_attempt(struct cm_dir *dir, void *ctx, int *code_out,
 	req->result = code;
 	if (errmsg != NULL) /* AD ends its diagnostic text with a newline */
 		for (size_t len = strlen(errmsg);
-		     len > 0 && (errmsg[len - 1] == '\n' || errmsg[len - 1] == '\r' ||
-				 errmsg[len - 1] == ' ');
+		     len > 0 &&
+		     (errmsg[len - 1] == '\n' || errmsg[len - 1] == '\r' || errmsg[len - 1] == ' ');
 		     len--)
 			errmsg[len - 1] = '\0';
 	if (code == LDAP_SUCCESS ||
@@ -1088,7 +1117,7 @@ static enum attempt modify_attempt(struct cm_dir *dir, void *ctx, int *code_out,
 	    (code == LDAP_NO_SUCH_ATTRIBUTE && req->op == CM_DIR_MOD_DELETE)) {
 		cm_trace_add(trace, "ldap: %s: modify %s: %s %zu value%s of %s: %s", uri, req->dn,
 			     opname, req->n_values, req->n_values == 1 ? "" : "s", req->attr,
-			     code == LDAP_SUCCESS ? "done"
+			     code == LDAP_SUCCESS        ? "done"
 			     : req->op == CM_DIR_MOD_ADD ? "already present"
 							 : "already absent");
 		ret = ATTEMPT_OK;
@@ -1119,7 +1148,7 @@ enum cm_dir_status cm_dir_modify_values(struct cm_dir *dir, const char *dn, cons
 					size_t n_values, int *ldap_code, struct cm_trace *trace,
 					struct cm_err *err)
 {
-	struct modify_req req = { dn, attr, op, values, n_values, LDAP_OTHER };
+	struct modify_req req = {dn, attr, op, values, n_values, LDAP_OTHER};
 	char what[FAILURE_MSG_MAX];
 	enum cm_dir_status st;
 
@@ -1177,8 +1206,8 @@ const char *cm_dir_entry_str(const struct cm_dir_entry *e, const char *name)
 
 char *cm_dir_escape_value(const void *data, size_t len)
 {
-	struct berval in = { .bv_len = len, .bv_val = (char *)(uintptr_t)data };
-	struct berval esc = { 0, NULL };
+	struct berval in = {.bv_len = len, .bv_val = (char *)(uintptr_t)data};
+	struct berval esc = {0, NULL};
 	char *out;
 
 	if (len == 0 || data == NULL)

@@ -45,7 +45,8 @@ int cm_engine_new_shared(const struct cm_config *cfg, struct cm_revstore *rev,
 	e->cfg = cfg;
 	if (cm_trust_load(cfg->client_certificates.trusted_issuers.v,
 			  cfg->client_certificates.trusted_issuers.n, &e->trust, &sub) != 0) {
-		cm_err_set(err, "%s: $.client_certificates.trusted_issuers: %s", cfg->file, sub.msg);
+		cm_err_set(err, "%s: $.client_certificates.trusted_issuers: %s", cfg->file,
+			   sub.msg);
 		goto fail;
 	}
 	if (rev != NULL) {
@@ -53,7 +54,8 @@ int cm_engine_new_shared(const struct cm_config *cfg, struct cm_revstore *rev,
 	} else if (cm_revstore_new(cfg, &e->rev, &sub) == 0) {
 		e->own_rev = true;
 	} else {
-		cm_err_set(err, "%s: $.client_certificates.revocation.crl_files: %s", cfg->file, sub.msg);
+		cm_err_set(err, "%s: $.client_certificates.revocation.crl_files: %s", cfg->file,
+			   sub.msg);
 		goto fail;
 	}
 	if (cm_dir_open(cfg, &e->dir, &sub) != 0) {
@@ -109,8 +111,7 @@ static struct cm_user *user_from_account(const struct cm_account *a)
 	return u;
 }
 
-void cm_engine_decide(struct cm_engine *engine, const struct cm_request *req,
-		      struct cm_decision *d)
+void cm_engine_decide(struct cm_engine *engine, const struct cm_request *req, struct cm_decision *d)
 {
 	const struct cm_config *cfg = engine->cfg;
 	struct cm_cert *cert = NULL;
@@ -131,8 +132,8 @@ void cm_engine_decide(struct cm_engine *engine, const struct cm_request *req,
 		unsigned int md_len = 0;
 
 		/* Still fingerprint the bytes, so the audit log can name them. */
-		if (req->chain_len[0] > 0 &&
-		    EVP_Digest(req->chain_der[0], req->chain_len[0], md, &md_len, EVP_sha256(), NULL) == 1) {
+		if (req->chain_len[0] > 0 && EVP_Digest(req->chain_der[0], req->chain_len[0], md,
+							&md_len, EVP_sha256(), NULL) == 1) {
 			d->has_cert = true;
 			cm_hex_lower(md, md_len, d->cert.sha256);
 		}
@@ -157,13 +158,13 @@ void cm_engine_decide(struct cm_engine *engine, const struct cm_request *req,
 	}
 	if (r == CM_REASON_ALLOWED) {
 		(void)cm_dir_take_elapsed_ms(engine->dir);
-		r = cm_mapping_map(cfg, engine->dir, cert, req->basic_user, &acct, &method, &d->trace,
-				   &d->detail);
+		r = cm_mapping_map(cfg, engine->dir, cert, req->basic_user, &acct, &method,
+				   &d->trace, &d->detail);
 		if (r == CM_REASON_ALLOWED) {
 			d->method = method;
 			d->user = user_from_account(acct);
-			r = cm_policy_check(cfg, engine->dir, acct, req->basic_user, req->now, &d->trace,
-					    &d->detail);
+			r = cm_policy_check(cfg, engine->dir, acct, req->basic_user, req->now,
+					    &d->trace, &d->detail);
 		}
 		d->directory_ms = cm_dir_take_elapsed_ms(engine->dir);
 	}
@@ -202,7 +203,8 @@ json_t *cm_decision_to_json(const struct cm_decision *d)
 	json_t *o = json_object(), *trace = json_array();
 	const char *method = cm_method_name(d->method);
 
-	json_object_set_new(o, "decision", json_string(d->reason == CM_REASON_ALLOWED ? "allow" : "deny"));
+	json_object_set_new(o, "decision",
+			    json_string(d->reason == CM_REASON_ALLOWED ? "allow" : "deny"));
 	json_object_set_new(o, "status", json_integer(d->status));
 	json_object_set_new(o, "substatus", json_integer(d->substatus));
 	json_object_set_new(o, "reason", json_string(cm_reason_name(d->reason)));
@@ -226,8 +228,12 @@ json_t *cm_decision_to_json(const struct cm_decision *d)
 		json_object_set_new(c, "subject", str_or_null(d->cert.subject));
 		json_object_set_new(c, "issuer", str_or_null(d->cert.issuer));
 		json_object_set_new(c, "serial", str_or_null(d->cert.serial));
-		json_object_set_new(c, "not_before", d->cert.not_before[0] ? json_string(d->cert.not_before) : json_null());
-		json_object_set_new(c, "not_after", d->cert.not_after[0] ? json_string(d->cert.not_after) : json_null());
+		json_object_set_new(c, "not_before",
+				    d->cert.not_before[0] ? json_string(d->cert.not_before)
+							  : json_null());
+		json_object_set_new(c, "not_after",
+				    d->cert.not_after[0] ? json_string(d->cert.not_after)
+							 : json_null());
 		json_object_set_new(o, "certificate", c);
 	} else {
 		json_object_set_new(o, "certificate", json_null());
@@ -235,7 +241,8 @@ json_t *cm_decision_to_json(const struct cm_decision *d)
 	for (size_t i = 0; i < d->trace.n; i++)
 		json_array_append_new(trace, json_string(d->trace.lines[i]));
 	if (d->trace.dropped > 0)
-		json_array_append_new(trace, json_sprintf("(%zu more trace lines dropped)", d->trace.dropped));
+		json_array_append_new(
+			trace, json_sprintf("(%zu more trace lines dropped)", d->trace.dropped));
 	json_object_set_new(o, "trace", trace);
 	json_object_set_new(o, "directory_ms", json_real(d->directory_ms));
 	if (d->revocation_status != NULL) {

@@ -40,9 +40,9 @@
 
 #include <curl/curl.h>
 
-#define URL_SHOWN_MAX 160          /* bytes of a (sanitized) URL in an error */
-#define CONTENT_TYPE_MAX 128       /* bytes of a POST Content-Type value */
-#define BODY_FIRST_ALLOC 16384     /* first body buffer, grown by doubling */
+#define URL_SHOWN_MAX 160      /* bytes of a (sanitized) URL in an error */
+#define CONTENT_TYPE_MAX 128   /* bytes of a POST Content-Type value */
+#define BODY_FIRST_ALLOC 16384 /* first body buffer, grown by doubling */
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
 static CURLcode global_rc = CURLE_OK;
@@ -127,8 +127,8 @@ static bool header_value_ok(const char *v)
 }
 
 /* Why a transfer failed, in the words of fetch.h. */
-static void explain(struct cm_err *err, const char *url, CURL *h, CURLcode rc,
-		    const struct sink *s, int timeout_ms, const char *errbuf)
+static void explain(struct cm_err *err, const char *url, CURL *h, CURLcode rc, const struct sink *s,
+		    int timeout_ms, const char *errbuf)
 {
 	long os_errno = 0, status = 0;
 	char errtext[128], *detail;
@@ -225,10 +225,10 @@ static int transfer(const char *url, const char *content_type, const unsigned ch
 	}
 
 	rc = CURLE_OK;
-#define SETOPT(opt, val)                                                                   \
-	do {                                                                               \
-		if (rc == CURLE_OK)                                                        \
-			rc = curl_easy_setopt(h, opt, val);                               \
+#define SETOPT(opt, val)                                    \
+	do {                                                \
+		if (rc == CURLE_OK)                         \
+			rc = curl_easy_setopt(h, opt, val); \
 	} while (0)
 	SETOPT(CURLOPT_URL, url);
 	SETOPT(CURLOPT_PROTOCOLS_STR, "http");
@@ -239,7 +239,8 @@ static int transfer(const char *url, const char *content_type, const unsigned ch
 	SETOPT(CURLOPT_NOSIGNAL, 1L);
 	SETOPT(CURLOPT_CONNECTTIMEOUT_MS, (long)timeout_ms);
 	SETOPT(CURLOPT_TIMEOUT_MS, (long)timeout_ms);
-	SETOPT(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)(max_bytes > INT64_MAX ? INT64_MAX : max_bytes));
+	SETOPT(CURLOPT_MAXFILESIZE_LARGE,
+	       (curl_off_t)(max_bytes > INT64_MAX ? INT64_MAX : max_bytes));
 	SETOPT(CURLOPT_WRITEFUNCTION, on_body);
 	SETOPT(CURLOPT_WRITEDATA, &s);
 	SETOPT(CURLOPT_ERRORBUFFER, errbuf);
@@ -247,8 +248,9 @@ static int transfer(const char *url, const char *content_type, const unsigned ch
 	SETOPT(CURLOPT_NETRC, (long)CURL_NETRC_IGNORED);
 	if (req != NULL) {
 		/* Content-Type as given; no "Expect: 100-continue" round trip. */
-		ct_header = cm_strdup_printf("Content-Type: %s", content_type != NULL ? content_type
-											: "application/octet-stream");
+		ct_header = cm_strdup_printf("Content-Type: %s",
+					     content_type != NULL ? content_type
+								  : "application/octet-stream");
 		if (ct_header == NULL || (headers = curl_slist_append(NULL, ct_header)) == NULL) {
 			fail(err, url, "out of memory");
 			goto cleanup;

@@ -228,9 +228,9 @@ static enum cm_groups_status check_ad(struct cm_dir *dir, const char *account_dn
 				      enum cm_group_answer *answers, struct cm_trace *trace,
 				      struct cm_err *err)
 {
-	static const char *const tg_attrs[] = { "tokenGroups", NULL };
-	static const char *const sid_attrs[] = { "objectSid", NULL };
-	struct cm_dir_result user = { NULL, 0, false };
+	static const char *const tg_attrs[] = {"tokenGroups", NULL};
+	static const char *const sid_attrs[] = {"objectSid", NULL};
+	struct cm_dir_result user = {NULL, 0, false};
 	const struct cm_dir_attr *tg;
 	enum cm_groups_status status = CM_GROUPS_OK;
 	enum cm_dir_status st;
@@ -250,7 +250,7 @@ static enum cm_groups_status check_ad(struct cm_dir *dir, const char *account_dn
 		     tg == NULL ? " (none readable: check the bind account's rights)" : "");
 
 	for (size_t i = 0; i < n; i++) {
-		struct cm_dir_result grp = { NULL, 0, false };
+		struct cm_dir_result grp = {NULL, 0, false};
 		const struct cm_dir_attr *sid;
 
 		st = cm_dir_search(dir, groups[i], CM_DIR_SCOPE_BASE, "(objectClass=*)", sid_attrs,
@@ -282,8 +282,8 @@ static enum cm_group_answer group_exists(struct cm_dir *dir, const char *group,
 					 enum cm_groups_status *status, struct cm_trace *trace,
 					 struct cm_err *err)
 {
-	static const char *const no_attrs[] = { "1.1", NULL };
-	struct cm_dir_result res = { NULL, 0, false };
+	static const char *const no_attrs[] = {"1.1", NULL};
+	struct cm_dir_result res = {NULL, 0, false};
 	enum cm_dir_status st;
 	size_t n;
 
@@ -304,9 +304,9 @@ static enum cm_groups_status check_rfc4523(const struct cm_config *cfg, struct c
 					   bool stop_at_miss, enum cm_group_answer *answers,
 					   struct cm_trace *trace, struct cm_err *err)
 {
-	static const char *const no_attrs[] = { "1.1", NULL };
-	struct dn_list frontier = { NULL, 0 }, next = { NULL, 0 };
-	struct cm_dnset seen = { NULL, 0, 0 };
+	static const char *const no_attrs[] = {"1.1", NULL};
+	struct dn_list frontier = {NULL, 0}, next = {NULL, 0};
+	struct cm_dnset seen = {NULL, 0, 0};
 	enum cm_groups_status status = CM_GROUPS_OK;
 	size_t n_found = 0, level;
 	bool capped = false;
@@ -317,15 +317,15 @@ static enum cm_groups_status check_rfc4523(const struct cm_config *cfg, struct c
 		for (size_t off = 0; off < frontier.n; off += MEMBERS_PER_SEARCH) {
 			size_t chunk = frontier.n - off < MEMBERS_PER_SEARCH ? frontier.n - off
 									     : MEMBERS_PER_SEARCH;
-			struct cm_dir_result res = { NULL, 0, false };
+			struct cm_dir_result res = {NULL, 0, false};
 			enum cm_dir_status st;
 			char *filter = or_filter("(&(objectClass=groupOfNames)", "member",
 						 frontier.v + off, chunk, ")");
 
 			if (filter == NULL)
 				goto oom;
-			st = cm_dir_search(dir, cfg->directory.base_dn, CM_DIR_SCOPE_SUBTREE, filter,
-					   no_attrs, 0, &res, trace, err);
+			st = cm_dir_search(dir, cfg->directory.base_dn, CM_DIR_SCOPE_SUBTREE,
+					   filter, no_attrs, 0, &res, trace, err);
 			free(filter);
 			if (st != CM_DIR_OK) {
 				if (st == CM_DIR_NO_SUCH_OBJECT)
@@ -423,9 +423,9 @@ enum cm_groups_status cm_groups_resolve(const struct cm_config *cfg, struct cm_d
 					const char *dn_or_name, char **dn, struct cm_trace *trace,
 					struct cm_err *err)
 {
-	static const char *const attrs[] = { "objectClass", NULL };
+	static const char *const attrs[] = {"objectClass", NULL};
 	bool ad = cfg->directory.dialect == CM_DIALECT_AD;
-	struct cm_dir_result res = { NULL, 0, false };
+	struct cm_dir_result res = {NULL, 0, false};
 	enum cm_groups_status status = CM_GROUPS_OK;
 	enum cm_dir_status st;
 	char *filter = NULL, *esc = NULL;
@@ -464,9 +464,10 @@ enum cm_groups_status cm_groups_resolve(const struct cm_config *cfg, struct cm_d
 	}
 	esc = cm_dir_escape_value(dn_or_name, len);
 	if (esc != NULL)
-		filter = ad ? cm_strdup_printf("(&(objectClass=group)(|(cn=%s)(sAMAccountName=%s)))",
-					       esc, esc)
-			    : cm_strdup_printf("(&(objectClass=groupOfNames)(cn=%s))", esc);
+		filter =
+			ad ? cm_strdup_printf("(&(objectClass=group)(|(cn=%s)(sAMAccountName=%s)))",
+					      esc, esc)
+			   : cm_strdup_printf("(&(objectClass=groupOfNames)(cn=%s))", esc);
 	free(esc);
 	if (filter == NULL) {
 		cm_err_set(err, "out of memory");
@@ -579,11 +580,11 @@ static enum cm_groups_status members_ad(const struct cm_config *cfg, struct cm_d
 					struct cm_dir_result *out, struct cm_trace *trace,
 					struct cm_err *err)
 {
-	static const char *const sid_attrs[] = { "objectSid", NULL };
+	static const char *const sid_attrs[] = {"objectSid", NULL};
 	const char *base = cfg->directory.base_dn;
-	struct cm_dir_result grp = { NULL, 0, false }, nested = { NULL, 0, false };
-	struct cm_dir_result res = { NULL, 0, false };
-	struct cm_dnset seen = { NULL, 0, 0 };
+	struct cm_dir_result grp = {NULL, 0, false}, nested = {NULL, 0, false};
+	struct cm_dir_result res = {NULL, 0, false};
+	struct cm_dnset seen = {NULL, 0, 0};
 	enum cm_groups_status status = CM_GROUPS_OK;
 	char **rids = NULL, *esc = NULL, *filter = NULL;
 	size_t n_rids = 0, first_chunk;
@@ -632,8 +633,10 @@ static enum cm_groups_status members_ad(const struct cm_config *cfg, struct cm_d
 		unsigned long rid;
 
 		if (sid == NULL || sid->n_values == 0 || !sid_rid(&sid->values[0], &rid)) {
-			cm_trace_add(trace, "groups: %s has no readable objectSid: its primary-group "
-				     "members are not seen", e->dn);
+			cm_trace_add(trace,
+				     "groups: %s has no readable objectSid: its primary-group "
+				     "members are not seen",
+				     e->dn);
 			continue;
 		}
 		if ((rids[n_rids] = cm_strdup_printf("%lu", rid)) == NULL)
@@ -646,13 +649,14 @@ static enum cm_groups_status members_ad(const struct cm_config *cfg, struct cm_d
 	/* members in the chain, plus the first RIDs as primary group */
 	first_chunk = n_rids < RIDS_PER_SEARCH ? n_rids : RIDS_PER_SEARCH;
 	{
-		char *prefix = cm_strdup_printf("(&(objectClass=user)(|(memberOf:" IN_CHAIN ":=%s)",
-						esc);
+		char *prefix =
+			cm_strdup_printf("(&(objectClass=user)(|(memberOf:" IN_CHAIN ":=%s)", esc);
 
 		if (prefix == NULL)
 			goto oom;
-		filter = first_chunk > 0 ? or_filter(prefix, "primaryGroupID", rids, first_chunk, "))")
-					 : cm_strdup_printf("%s))", prefix);
+		filter = first_chunk > 0
+				 ? or_filter(prefix, "primaryGroupID", rids, first_chunk, "))")
+				 : cm_strdup_printf("%s))", prefix);
 		free(prefix);
 	}
 	for (size_t off = 0;;) {
@@ -667,8 +671,10 @@ static enum cm_groups_status members_ad(const struct cm_config *cfg, struct cm_d
 			goto done;
 		}
 		if (res.truncated) {
-			cm_err_set(err, "the member list of %.200s was cut short by a size limit "
-				   "(raise the bind account's limit)", group_dn);
+			cm_err_set(err,
+				   "the member list of %.200s was cut short by a size limit "
+				   "(raise the bind account's limit)",
+				   group_dn);
 			status = CM_GROUPS_INCOMPLETE;
 		}
 		if (merge_new(&res, &seen, out) != 0)
@@ -759,8 +765,7 @@ static bool is_group_entry(const struct cm_dir_entry *e)
 }
 
 /* Queues the member values of group entry e that were not seen yet. */
-static int queue_members(const struct cm_dir_entry *e, struct cm_dnset *seen,
-			 struct dn_list *next)
+static int queue_members(const struct cm_dir_entry *e, struct cm_dnset *seen, struct dn_list *next)
 {
 	const struct cm_dir_attr *m = cm_dir_entry_attr(e, "member");
 
@@ -787,8 +792,8 @@ static enum cm_groups_status fetch_level(const struct cm_config *cfg, struct cm_
 {
 	for (size_t off = 0; off < n; off += FETCH_PER_SEARCH) {
 		size_t chunk = n - off < FETCH_PER_SEARCH ? n - off : FETCH_PER_SEARCH, got = 0;
-		struct cm_dnset wanted = { NULL, 0, 0 };
-		struct cm_dir_result res = { NULL, 0, false };
+		struct cm_dnset wanted = {NULL, 0, 0};
+		struct cm_dir_result res = {NULL, 0, false};
 		size_t len = 0, cap = 0;
 		char *filter = NULL;
 		enum cm_dir_status st;
@@ -798,7 +803,8 @@ static enum cm_groups_status fetch_level(const struct cm_config *cfg, struct cm_
 			char *t = rdn_filter(dns[i]);
 
 			if (t == NULL) {
-				cm_trace_add(trace, "groups: member %s: RDN not searchable, skipped",
+				cm_trace_add(trace,
+					     "groups: member %s: RDN not searchable, skipped",
 					     dns[i]);
 				(*missing)++;
 				continue;
@@ -827,7 +833,7 @@ static enum cm_groups_status fetch_level(const struct cm_config *cfg, struct cm_
 					   cfg->directory.base_dn);
 			else if (st == CM_DIR_OK)
 				cm_err_set(err, "fetching group members was cut short by a size "
-					   "limit (raise the bind account's limit)");
+						"limit (raise the bind account's limit)");
 			cm_dir_result_free(&res);
 			cm_dnset_free(&wanted);
 			return st == CM_DIR_OK ? CM_GROUPS_INCOMPLETE : CM_GROUPS_UNAVAILABLE;
@@ -861,10 +867,10 @@ static enum cm_groups_status members_rfc4523(const struct cm_config *cfg, struct
 					     struct cm_dir_result *out, struct cm_trace *trace,
 					     struct cm_err *err)
 {
-	static const char *const want[] = { "objectClass", "member", NULL };
-	struct cm_dir_result grp = { NULL, 0, false };
-	struct dn_list frontier = { NULL, 0 }, next = { NULL, 0 };
-	struct cm_dnset seen = { NULL, 0, 0 }, found = { NULL, 0, 0 };
+	static const char *const want[] = {"objectClass", "member", NULL};
+	struct cm_dir_result grp = {NULL, 0, false};
+	struct dn_list frontier = {NULL, 0}, next = {NULL, 0};
+	struct cm_dnset seen = {NULL, 0, 0}, found = {NULL, 0, 0};
 	enum cm_groups_status status = CM_GROUPS_OK;
 	const char **all = attrs_plus(attrs, want);
 	size_t missing = 0, level = 0;
@@ -872,8 +878,8 @@ static enum cm_groups_status members_rfc4523(const struct cm_config *cfg, struct
 
 	if (all == NULL)
 		goto oom;
-	st = cm_dir_search(dir, group_dn, CM_DIR_SCOPE_BASE, "(objectClass=*)", all, 1, &grp,
-			   trace, err);
+	st = cm_dir_search(dir, group_dn, CM_DIR_SCOPE_BASE, "(objectClass=*)", all, 1, &grp, trace,
+			   err);
 	if (st == CM_DIR_UNAVAILABLE) {
 		status = CM_GROUPS_UNAVAILABLE;
 		goto done;

@@ -15,8 +15,7 @@ static bool unreserved(int c)
 	return isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~';
 }
 
-int cm_http_normalize_path(const char *path, size_t len, char *out, size_t outlen,
-			   const char **why)
+int cm_http_normalize_path(const char *path, size_t len, char *out, size_t outlen, const char **why)
 {
 	/* Pass 1: decode into out (segments still raw); pass 2 in place:
 	 * resolve dot segments and merge slashes. */
@@ -118,9 +117,10 @@ int cm_http_normalize_path(const char *path, size_t len, char *out, size_t outle
 			w += seg_len;
 		}
 		/* a trailing slash (or "/." / "/..") keeps the directory form */
-		if (w == 0 || (n > 0 && (out[n - 1] == '/' ||
-					 (n >= 2 && out[n - 1] == '.' && out[n - 2] == '/') ||
-					 (n >= 3 && out[n - 1] == '.' && out[n - 2] == '.' && out[n - 3] == '/'))))
+		if (w == 0 ||
+		    (n > 0 &&
+		     (out[n - 1] == '/' || (n >= 2 && out[n - 1] == '.' && out[n - 2] == '/') ||
+		      (n >= 3 && out[n - 1] == '.' && out[n - 2] == '.' && out[n - 3] == '/'))))
 			out[w++] = '/';
 		out[w] = '\0';
 	}
@@ -136,15 +136,16 @@ bool cm_http_is_identity_header(const char *name)
 {
 	return has_prefix_ci(name, "X-Certmap-") || strcasecmp(name, "Client-Cert") == 0 ||
 	       strcasecmp(name, "Client-Cert-Chain") == 0 ||
-	       has_prefix_ci(name, "X-Forwarded-Tls-Client-Cert") || has_prefix_ci(name, "X-SSL-") ||
-	       has_prefix_ci(name, "X-Client-Cert");
+	       has_prefix_ci(name, "X-Forwarded-Tls-Client-Cert") ||
+	       has_prefix_ci(name, "X-SSL-") || has_prefix_ci(name, "X-Client-Cert");
 }
 
 bool cm_http_is_hop_header(const char *name)
 {
-	static const char *const hop[] = {"Connection", "Keep-Alive", "Proxy-Connection", "TE",
-					  "Trailer", "Transfer-Encoding", "Upgrade",
-					  "Proxy-Authorization", "Proxy-Authenticate"};
+	static const char *const hop[] = {
+		"Connection",        "Keep-Alive",        "Proxy-Connection", "TE",
+		"Trailer",           "Transfer-Encoding", "Upgrade",          "Proxy-Authorization",
+		"Proxy-Authenticate"};
 
 	for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
 		if (strcasecmp(name, hop[i]) == 0)

@@ -69,7 +69,7 @@ int cm_classifier_new(const struct cm_config *cfg, const char *intermediates_fil
 {
 	const struct cm_strlist *issuers = &cfg->client_certificates.trusted_issuers;
 	struct cm_classifier *c = calloc(1, sizeof(*c));
-	struct cm_err sub = { "" };
+	struct cm_err sub = {""};
 
 	*out = NULL;
 	if (c == NULL) {
@@ -79,7 +79,8 @@ int cm_classifier_new(const struct cm_config *cfg, const char *intermediates_fil
 	c->cfg = cfg;
 	c->now = now;
 	if (cm_trust_load(issuers->v, issuers->n, &c->trust, &sub) != 0) {
-		cm_err_set(err, "%s: $.client_certificates.trusted_issuers: %s", cfg->file, sub.msg);
+		cm_err_set(err, "%s: $.client_certificates.trusted_issuers: %s", cfg->file,
+			   sub.msg);
 		goto fail;
 	}
 	if (cm_revstore_new(cfg, &c->rev, &sub) != 0) {
@@ -163,7 +164,7 @@ static int classify_one(struct cm_classifier *c, const unsigned char *der, size_
 	size_t lens[CM_X509_MAX_CHAIN], n = 1;
 	enum cm_revocation_mode mode = c->cfg->client_certificates.revocation.mode;
 	bool require_eku = c->cfg->client_certificates.require_client_auth_eku;
-	struct cm_err err = { "" };
+	struct cm_err err = {""};
 	struct cm_cert *cert = NULL;
 	const struct cm_cert_summary *sum;
 	enum cm_reason r;
@@ -211,8 +212,8 @@ static int classify_one(struct cm_classifier *c, const unsigned char *der, size_
 		 * the value unusable follows the configured mode */
 		char *rdetail = NULL;
 		struct cm_rev_result rr;
-		enum cm_reason soft = cm_revstore_check(c->rev, NULL, c->trust, cert, CM_REVOCATION_SOFT,
-							now, NULL, &rdetail, &rr);
+		enum cm_reason soft = cm_revstore_check(
+			c->rev, NULL, c->trust, cert, CM_REVOCATION_SOFT, now, NULL, &rdetail, &rr);
 
 		out->revoked = soft == CM_REASON_REVOKED;
 		if (out->revoked && mode != CM_REVOCATION_OFF) {
@@ -428,7 +429,7 @@ enum cm_dir_status cm_inventory_load(const struct cm_config *cfg, struct cm_dir 
 	bool all = scope == CM_INVENTORY_ALL_HOLDERS;
 	const char *cert_attr = cm_inventory_cert_attr(cfg);
 	const char *attrs[5];
-	struct cm_dir_result res = { NULL, 0, false };
+	struct cm_dir_result res = {NULL, 0, false};
 	struct key_index *index = NULL;
 	size_t n_index = 0;
 	enum cm_dir_status status = CM_DIR_OK;
@@ -474,36 +475,40 @@ enum cm_dir_status cm_inventory_load(const struct cm_config *cfg, struct cm_dir 
 		size_t n_members = n_index;
 		enum cm_dir_status st = cm_dir_search_paged(
 			dir, cfg->directory.base_dn, CM_DIR_SCOPE_SUBTREE,
-			ad ? "(&(objectClass=user)(userCertificate=*))" : "(userCertificate=*)", attrs,
-			0, 0, &res, trace, err);
+			ad ? "(&(objectClass=user)(userCertificate=*))" : "(userCertificate=*)",
+			attrs, 0, 0, &res, trace, err);
 
 		if (st != CM_DIR_OK || res.truncated) {
 			if (st == CM_DIR_NO_SUCH_OBJECT)
 				cm_err_set(err, "directory base DN %s does not exist",
 					   cfg->directory.base_dn);
 			else if (st == CM_DIR_OK)
-				cm_err_set(err, "the scan for certificate holders under %s was cut "
+				cm_err_set(err,
+					   "the scan for certificate holders under %s was cut "
 					   "short by a size limit (raise the bind account's limit)",
 					   cfg->directory.base_dn);
 			status = CM_DIR_UNAVAILABLE;
 			goto done;
 		}
 		for (size_t i = 0; i < res.n_entries; i++) {
-			struct key_index probe = { cm_dir_dn_key(res.entries[i].dn), 0 }, *hit;
+			struct key_index probe = {cm_dir_dn_key(res.entries[i].dn), 0}, *hit;
 
 			if (probe.key == NULL)
 				goto oom;
 			hit = bsearch(&probe, index, n_members, sizeof(*index), key_cmp);
 			free(probe.key);
 			if (hit != NULL) {
-				if (take_values(cfg, &res.entries[i], &out->accounts[hit->index]) != 0)
+				if (take_values(cfg, &res.entries[i], &out->accounts[hit->index]) !=
+				    0)
 					goto oom;
 			} else if (cm_inventory_add_entry(cfg, &res.entries[i], false, out) != 0) {
 				goto oom;
 			}
 		}
-		cm_trace_add(trace, "inventory: %zu members, %zu certificate holders (%zu outside "
-			     "the group)", n_members, res.n_entries, out->n - n_members);
+		cm_trace_add(trace,
+			     "inventory: %zu members, %zu certificate holders (%zu outside "
+			     "the group)",
+			     n_members, res.n_entries, out->n - n_members);
 	}
 	goto done;
 oom:

@@ -45,8 +45,8 @@ struct cm_logfile {
 
 static int open_fd(const char *path, struct cm_err *err)
 {
-	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NONBLOCK,
-		      0640);
+	int fd =
+		open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0640);
 
 	if (fd < 0)
 		cm_err_set(err, "%s: %s", path, strerror(errno));

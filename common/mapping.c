@@ -170,8 +170,7 @@ static char *dup_or_null(const char *s)
  * Unparseable state attributes fail closed: a bad userAccountControl is
  * treated as absent (disabled), a bad accountExpires as long expired. */
 static struct cm_account *account_from_entry(const struct cm_config *cfg,
-					     const struct cm_dir_entry *e,
-					     struct cm_trace *trace)
+					     const struct cm_dir_entry *e, struct cm_trace *trace)
 {
 	struct cm_account *acct = calloc(1, sizeof(*acct));
 	const char *s;
@@ -195,7 +194,8 @@ static struct cm_account *account_from_entry(const struct cm_config *cfg,
 		if (s != NULL) {
 			acct->has_uac = parse_flags(s, &acct->uac);
 			if (!acct->has_uac)
-				cm_trace_add(trace, "mapping: %s: unreadable userAccountControl \"%s\"",
+				cm_trace_add(trace,
+					     "mapping: %s: unreadable userAccountControl \"%s\"",
 					     e->dn, s);
 		}
 		s = cm_dir_entry_str(e, "accountExpires");
@@ -228,9 +228,9 @@ oom:
 static enum cm_reason read_constructed(struct cm_dir *dir, struct cm_account *acct,
 				       struct cm_trace *trace, char **detail)
 {
-	static const char *const attrs[] = { UAC_COMPUTED_ATTR, NULL };
+	static const char *const attrs[] = {UAC_COMPUTED_ATTR, NULL};
 	struct cm_dir_result res;
-	struct cm_err err = { "" };
+	struct cm_err err = {""};
 	enum cm_dir_status st;
 	const char *s;
 
@@ -279,10 +279,11 @@ static long pick_by_basic_user(const struct cm_config *cfg, const struct cm_dir_
 		cm_account_free(acct);
 	}
 	if (named != 1) {
-		cm_trace_add(trace,
-			     "mapping: on_ambiguous basic_user: Basic user \"%s\" names %zu of the %zu "
-			     "accounts",
-			     basic_user, named, n_exact);
+		cm_trace_add(
+			trace,
+			"mapping: on_ambiguous basic_user: Basic user \"%s\" names %zu of the %zu "
+			"accounts",
+			basic_user, named, n_exact);
 		return -1;
 	}
 	return picked;
@@ -293,14 +294,13 @@ static enum cm_reason map_user_certificate(const struct cm_config *cfg, struct c
 					   struct cm_account **out, struct cm_trace *trace,
 					   char **detail)
 {
-	static const char *const ad_attrs[] = { "userCertificate",    "sAMAccountName",
-						"userPrincipalName",  "mail",
-						"userAccountControl", "accountExpires",
-						"objectSid",          NULL };
-	static const char *const rfc_attrs[] = { "userCertificate;binary", "uid", "mail", NULL };
+	static const char *const ad_attrs[] = {
+		"userCertificate",    "sAMAccountName", "userPrincipalName", "mail",
+		"userAccountControl", "accountExpires", "objectSid",         NULL};
+	static const char *const rfc_attrs[] = {"userCertificate;binary", "uid", "mail", NULL};
 	bool ad = cfg->directory.dialect == CM_DIALECT_AD;
-	struct cm_dir_result res = { NULL, 0, false };
-	struct cm_err err = { "" };
+	struct cm_dir_result res = {NULL, 0, false};
+	struct cm_err err = {""};
 	struct cm_account *acct = NULL;
 	const unsigned char *der;
 	size_t der_len = 0, n_exact = 0, *exact = NULL;
@@ -385,7 +385,8 @@ static enum cm_reason map_user_certificate(const struct cm_config *cfg, struct c
 			*detail = res.truncated
 					  ? strdup("the certificate is held by too many accounts")
 					  : cm_strdup_printf(
-						    "the certificate is held by %zu accounts", n_exact);
+						    "the certificate is held by %zu accounts",
+						    n_exact);
 			goto done;
 		}
 	}

@@ -242,8 +242,9 @@ static void render_requests(FILE *f, struct cm_metrics *m)
 	}
 	qsort(snap, n, sizeof(snap[0]), cmp_slot);
 	for (size_t i = 0; i < n; i++)
-		fprintf(f, "certmap_requests_total{status=\"%" PRIu64 "\",substatus=\"%" PRIu64
-			   "\"} %" PRIu64 "\n",
+		fprintf(f,
+			"certmap_requests_total{status=\"%" PRIu64 "\",substatus=\"%" PRIu64
+			"\"} %" PRIu64 "\n",
 			(snap[i][0] - 1) / 100000u, (snap[i][0] - 1) % 100000u, snap[i][1]);
 	if (get(&m->status_other) > 0)
 		fprintf(f,

@@ -63,8 +63,7 @@
 #define AIA_MAX_URLS 16        /* responder URLs kept from one certificate */
 #define ISO_MAX 21             /* "2026-01-01T00:00:00Z" + NUL */
 
-int cm_ocsp_request(X509 *cert, X509 *issuer, unsigned char **der, size_t *len,
-		    struct cm_err *err)
+int cm_ocsp_request(X509 *cert, X509 *issuer, unsigned char **der, size_t *len, struct cm_err *err)
 {
 	OCSP_REQUEST *req = NULL;
 	OCSP_CERTID *id = NULL;
@@ -180,11 +179,13 @@ static const char *delegation_problem(X509 *signer, X509 *issuer, time_t now)
 	if (X509_check_issued(issuer, signer) != X509_V_OK || ikey == NULL ||
 	    X509_verify(signer, ikey) != 1)
 		return "signer is not authorized by the issuer";
-	if ((flags & EXFLAG_XKUSAGE) == 0 || (X509_get_extended_key_usage(signer) & XKU_OCSP_SIGN) == 0)
+	if ((flags & EXFLAG_XKUSAGE) == 0 ||
+	    (X509_get_extended_key_usage(signer) & XKU_OCSP_SIGN) == 0)
 		return "signer is not authorized by the issuer (responder certificate lacks id-kp-OCSPSigning)";
 	if ((flags & (EXFLAG_INVALID | EXFLAG_CRITICAL)) != 0)
 		return "signer is not authorized by the issuer (responder certificate has an invalid or unsupported critical extension)";
-	if ((flags & EXFLAG_KUSAGE) != 0 && (X509_get_key_usage(signer) & KU_DIGITAL_SIGNATURE) == 0)
+	if ((flags & EXFLAG_KUSAGE) != 0 &&
+	    (X509_get_key_usage(signer) & KU_DIGITAL_SIGNATURE) == 0)
 		return "signer is not authorized by the issuer (responder certificate key usage lacks digitalSignature)";
 	if (X509_cmp_time(X509_get0_notBefore(signer), &now) >= 0)
 		return "responder certificate is not yet valid";
@@ -214,15 +215,16 @@ static bool conflicting_answer(OCSP_BASICRESP *bs, OCSP_CERTID *id, int first, i
 	for (int i = OCSP_resp_find(bs, id, first); i >= 0; i = OCSP_resp_find(bs, id, i)) {
 		OCSP_SINGLERESP *single = OCSP_resp_get0(bs, i);
 
-		if (single == NULL || OCSP_single_get0_status(single, NULL, NULL, NULL, NULL) != status)
+		if (single == NULL ||
+		    OCSP_single_get0_status(single, NULL, NULL, NULL, NULL) != status)
 			return true;
 	}
 	return false;
 }
 
-int cm_ocsp_check(const unsigned char *der, size_t len, X509 *cert, X509 *issuer,
-		  X509_STORE *trust, STACK_OF(X509) *untrusted, time_t now,
-		  struct cm_ocsp_answer *out, struct cm_err *err)
+int cm_ocsp_check(const unsigned char *der, size_t len, X509 *cert, X509 *issuer, X509_STORE *trust,
+		  STACK_OF(X509) *untrusted, time_t now, struct cm_ocsp_answer *out,
+		  struct cm_err *err)
 {
 	OCSP_RESPONSE *resp = NULL;
 	OCSP_BASICRESP *bs = NULL;
@@ -269,7 +271,8 @@ int cm_ocsp_check(const unsigned char *der, size_t len, X509 *cert, X509 *issuer
 	else if ((signer = find_in(OCSP_resp_get0_certs(bs), key_id, name)) == NULL)
 		signer = find_in(untrusted, key_id, name);
 	if (signer == NULL) {
-		cm_err_set(err, "signer is not authorized by the issuer (signer certificate not found)");
+		cm_err_set(err,
+			   "signer is not authorized by the issuer (signer certificate not found)");
 		goto cleanup;
 	}
 	if (!signature_verifies(bs, signer)) {

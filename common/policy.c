@@ -26,7 +26,7 @@
 #include "certmap/groups.h"
 #include "certmap/util.h"
 
-#define SHOWN_USER_MAX 64        /* bytes of a Basic user quoted in a detail */
+#define SHOWN_USER_MAX 64 /* bytes of a Basic user quoted in a detail */
 
 #define UF_ACCOUNTDISABLE 0x2u
 #define UF_LOCKOUT 0x10u /* meaningful in msDS-User-Account-Control-Computed only */
@@ -135,7 +135,7 @@ static enum cm_reason check_groups(const struct cm_config *cfg, struct cm_dir *d
 {
 	const struct cm_strlist *req = &cfg->authorization.required_groups;
 	enum cm_group_answer *answers = calloc(req->n, sizeof(*answers));
-	struct cm_err err = { "" };
+	struct cm_err err = {""};
 	enum cm_groups_status st;
 	enum cm_reason reason = CM_REASON_ALLOWED;
 
@@ -166,12 +166,14 @@ static enum cm_reason check_groups(const struct cm_config *cfg, struct cm_dir *d
 			reason = CM_REASON_NOT_IN_GROUP;
 			break;
 		case CM_GROUP_NO_SID:
-			cm_trace_add(trace, "policy: required group %s has no objectSid", req->v[i]);
+			cm_trace_add(trace, "policy: required group %s has no objectSid",
+				     req->v[i]);
 			*detail = cm_strdup_printf("required group %s has no objectSid", req->v[i]);
 			reason = CM_REASON_NOT_IN_GROUP;
 			break;
 		default: /* NOT_MEMBER; UNKNOWN cannot come before a miss */
-			cm_trace_add(trace, "policy: %s is not a member of %s", acct->dn, req->v[i]);
+			cm_trace_add(trace, "policy: %s is not a member of %s", acct->dn,
+				     req->v[i]);
 			*detail = cm_strdup_printf("account %s is not a member of %s", acct->dn,
 						   req->v[i]);
 			reason = CM_REASON_NOT_IN_GROUP;
@@ -202,7 +204,8 @@ static enum cm_reason check_basic(const struct cm_config *cfg, const struct cm_a
 	}
 	shown = cm_sanitize(basic_user, SHOWN_USER_MAX);
 	if (cm_policy_basic_user_matches(cfg, acct, basic_user)) {
-		cm_trace_add(trace, "policy: Basic user \"%s\" is %s", shown ? shown : "", acct->dn);
+		cm_trace_add(trace, "policy: Basic user \"%s\" is %s", shown ? shown : "",
+			     acct->dn);
 		free(shown);
 		return CM_REASON_ALLOWED;
 	}
@@ -228,12 +231,14 @@ enum cm_reason cm_policy_check(const struct cm_config *cfg, struct cm_dir *dir,
 		r = cm_policy_account_state(acct, now);
 		if (r != CM_REASON_ALLOWED) {
 			*detail = state_detail(r, acct);
-			cm_trace_add(trace, "policy: %s", *detail != NULL ? *detail : cm_reason_name(r));
+			cm_trace_add(trace, "policy: %s",
+				     *detail != NULL ? *detail : cm_reason_name(r));
 			return r;
 		}
 		if (!acct->has_uac_computed) {
 			/* lockout shows only in the constructed attribute: unknown is not "not locked" */
-			cm_trace_add(trace, "policy: %s: msDS-User-Account-Control-Computed unreadable",
+			cm_trace_add(trace,
+				     "policy: %s: msDS-User-Account-Control-Computed unreadable",
 				     acct->dn);
 			*detail = cm_strdup_printf("lockout state of account %s could not be read",
 						   acct->dn);

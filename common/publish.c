@@ -129,7 +129,7 @@ int cm_pub_map_parse(const char *text, size_t len, const char *base_dir, struct 
 	}
 	while (p < end) {
 		const char *eol = memchr(p, '\n', (size_t)(end - p)), *lend, *q;
-		char *fields[2] = { NULL, NULL };
+		char *fields[2] = {NULL, NULL};
 		const char *why = NULL;
 		struct cm_pub_map_row *rows;
 		size_t nf = 0;
@@ -200,7 +200,7 @@ int cm_pub_map_parse(const char *text, size_t len, const char *base_dir, struct 
 		}
 		out->n++;
 		continue;
-fail_fields:
+	fail_fields:
 		free(fields[0]);
 		free(fields[1]);
 		cm_pub_map_free(out);
@@ -213,7 +213,7 @@ int cm_pub_map_read(const char *path, struct cm_pub_map *out, struct cm_err *err
 {
 	unsigned char *data = NULL;
 	size_t len = 0;
-	struct cm_err sub = { "" };
+	struct cm_err sub = {""};
 	char *dir, *slash;
 	int rc;
 
@@ -245,7 +245,7 @@ int cm_pub_map_read(const char *path, struct cm_pub_map *out, struct cm_err *err
 
 static bool cert_extension(const char *name)
 {
-	static const char *const exts[] = { ".pem", ".cer", ".crt", ".der" };
+	static const char *const exts[] = {".pem", ".cer", ".crt", ".der"};
 	size_t len = strlen(name);
 
 	for (size_t i = 0; i < sizeof(exts) / sizeof(exts[0]); i++)
@@ -350,8 +350,8 @@ static int skip(struct cm_pub_source *s, bool error, char *text)
 int cm_pub_source_load(const char *file, const char *account, size_t line,
 		       struct cm_classifier *classifier, struct cm_pub_source *out)
 {
-	struct cm_der_list list = { NULL, NULL, 0 };
-	struct cm_err err = { "" };
+	struct cm_der_list list = {NULL, NULL, 0};
+	struct cm_err err = {""};
 
 	memset(out, 0, sizeof(*out));
 	out->target = CM_PUB_NONE;
@@ -382,8 +382,9 @@ int cm_pub_source_load(const char *file, const char *account, size_t line,
 					     "(%s): refused, --prune could never remove it",
 					     out->cls.problem ? out->cls.problem : "untrusted"));
 	if (out->cls.expired)
-		return skip(out, false, cm_strdup_printf("expired (not after %s): not published",
-							  out->cls.not_after));
+		return skip(out, false,
+			    cm_strdup_printf("expired (not after %s): not published",
+					     out->cls.not_after));
 	if (out->cls.revoked)
 		return skip(out, false, strdup("revoked: not published"));
 	if (!out->cls.usable) {
@@ -517,7 +518,7 @@ static const char *acct_label(const struct cm_inv_account *a)
 int cm_pub_match(const struct cm_inventory *inv, bool dialect_ad, enum cm_pub_mode mode,
 		 struct cm_pub_source *src, size_t n)
 {
-	struct index names = { NULL, 0 }, ids[2] = { { NULL, 0 }, { NULL, 0 } };
+	struct index names = {NULL, 0}, ids[2] = {{NULL, 0}, {NULL, 0}};
 	int rc = -1;
 
 	for (size_t i = 0; i < inv->n; i++) {
@@ -537,7 +538,7 @@ int cm_pub_match(const struct cm_inventory *inv, bool dialect_ad, enum cm_pub_mo
 
 	for (size_t i = 0; i < n; i++) {
 		struct cm_pub_source *s = &src[i];
-		struct hits upn_hits = { { 0, 0 }, 0 }, san;
+		struct hits upn_hits = {{0, 0}, 0}, san;
 		size_t first = 0, by_name = 0;
 		char *base = NULL;
 
@@ -551,9 +552,10 @@ int cm_pub_match(const struct cm_inventory *inv, bool dialect_ad, enum cm_pub_mo
 			by_name = index_find(&names, s->account, &first);
 			if (by_name == 0 &&
 			    skip(s, false,
-				 cm_strdup_printf("account \"%s\" (line %zu) is not a member of the "
-						  "group (or does not exist): skipped",
-						  s->account, s->line)) != 0)
+				 cm_strdup_printf(
+					 "account \"%s\" (line %zu) is not a member of the "
+					 "group (or does not exist): skipped",
+					 s->account, s->line)) != 0)
 				goto done;
 		} else {
 			const char *slash = strrchr(s->file, '/');
@@ -562,7 +564,8 @@ int cm_pub_match(const struct cm_inventory *inv, bool dialect_ad, enum cm_pub_mo
 			if (base == NULL)
 				goto done;
 			if (strlen(base) > 4)
-				base[strlen(base) - 4] = '\0'; /* the extension (checked by the lister) */
+				base[strlen(base) - 4] =
+					'\0'; /* the extension (checked by the lister) */
 			by_name = index_find(&names, base, &first);
 		}
 		if (s->skip != NULL) {
@@ -591,7 +594,8 @@ int cm_pub_match(const struct cm_inventory *inv, bool dialect_ad, enum cm_pub_mo
 							  mode == CM_PUB_MODE_MAP ? "the --map row"
 										  : "the file name",
 							  acct_label(&inv->accounts[t]),
-							  acct_label(&inv->accounts[san.v[0]]))) != 0) {
+							  acct_label(&inv->accounts[san.v[0]]))) !=
+				    0) {
 					free(base);
 					goto done;
 				}
@@ -604,10 +608,11 @@ int cm_pub_match(const struct cm_inventory *inv, bool dialect_ad, enum cm_pub_mo
 			s->how = upn_hits.n > 0 ? CM_PUB_HOW_UPN : CM_PUB_HOW_EMAIL;
 		} else if (san.n > 1) {
 			if (skip(s, true,
-				 cm_strdup_printf("the certificate's SANs name several members (%s, "
-						  "%s): skipped",
-						  acct_label(&inv->accounts[san.v[0]]),
-						  acct_label(&inv->accounts[san.v[1]]))) != 0) {
+				 cm_strdup_printf(
+					 "the certificate's SANs name several members (%s, "
+					 "%s): skipped",
+					 acct_label(&inv->accounts[san.v[0]]),
+					 acct_label(&inv->accounts[san.v[1]]))) != 0) {
 				free(base);
 				goto done;
 			}
@@ -644,32 +649,46 @@ void cm_pub_plan_free(struct cm_pub_plan *plan)
 const char *cm_pub_how_name(enum cm_pub_how how)
 {
 	switch (how) {
-	case CM_PUB_HOW_ALL: return "--cert";
-	case CM_PUB_HOW_NAME: return "file name";
-	case CM_PUB_HOW_UPN: return "UPN SAN";
-	case CM_PUB_HOW_EMAIL: return "e-mail SAN";
-	case CM_PUB_HOW_MAP: return "--map";
-	default: return "none";
+	case CM_PUB_HOW_ALL:
+		return "--cert";
+	case CM_PUB_HOW_NAME:
+		return "file name";
+	case CM_PUB_HOW_UPN:
+		return "UPN SAN";
+	case CM_PUB_HOW_EMAIL:
+		return "e-mail SAN";
+	case CM_PUB_HOW_MAP:
+		return "--map";
+	default:
+		return "none";
 	}
 }
 
 const char *cm_pub_why_name(enum cm_pub_why why)
 {
 	switch (why) {
-	case CM_PUB_WHY_NEW: return "new";
-	case CM_PUB_WHY_REPLACED: return "replaced_expired";
-	default: return "not_a_member";
+	case CM_PUB_WHY_NEW:
+		return "new";
+	case CM_PUB_WHY_REPLACED:
+		return "replaced_expired";
+	default:
+		return "not_a_member";
 	}
 }
 
 const char *cm_pub_result_name(enum cm_pub_result r)
 {
 	switch (r) {
-	case CM_PUB_DONE: return "done";
-	case CM_PUB_ALREADY: return "already";
-	case CM_PUB_FAILED: return "failed";
-	case CM_PUB_SKIPPED: return "skipped";
-	default: return "planned";
+	case CM_PUB_DONE:
+		return "done";
+	case CM_PUB_ALREADY:
+		return "already";
+	case CM_PUB_FAILED:
+		return "failed";
+	case CM_PUB_SKIPPED:
+		return "skipped";
+	default:
+		return "planned";
 	}
 }
 
@@ -736,8 +755,8 @@ static char *add_reason(const struct cm_inventory *inv, const struct cm_pub_sour
 				cm_pub_how_name(s->how));
 }
 
-int cm_pub_plan_build(const struct cm_inventory *inv, const struct cm_pub_source *src,
-		      size_t n_src, const struct cm_pub_options *opt, struct cm_pub_plan *out)
+int cm_pub_plan_build(const struct cm_inventory *inv, const struct cm_pub_source *src, size_t n_src,
+		      const struct cm_pub_options *opt, struct cm_pub_plan *out)
 {
 	size_t *order = NULL, n_all = 0, n_targeted = 0, pos = 0;
 	size_t *mine = NULL;
@@ -803,14 +822,16 @@ int cm_pub_plan_build(const struct cm_inventory *inv, const struct cm_pub_source
 			bool is_source = false;
 
 			for (size_t k = 0; k < n_mine; k++)
-				is_source = is_source || strcmp(src[mine[k]].sha256, val->sha256) == 0;
+				is_source =
+					is_source || strcmp(src[mine[k]].sha256, val->sha256) == 0;
 			if (!val->cls.managed || !val->cls.expired || is_source)
 				continue;
 			if (plan_add(out, CM_PUB_DELETE, CM_PUB_WHY_REPLACED, a, val->der, val->len,
 				     val->sha256, val->cls.subject, CM_PUB_NONE,
 				     cm_strdup_printf("expired (not after %s), replaced by %.16s… "
 						      "(--replace-expired)",
-						      val->cls.not_after, src[first_new].sha256)) != 0)
+						      val->cls.not_after, src[first_new].sha256)) !=
+			    0)
 				goto done;
 		}
 	}
@@ -827,10 +848,11 @@ int cm_pub_plan_build(const struct cm_inventory *inv, const struct cm_pub_source
 					continue; /* never ours: never touched */
 				if (plan_add(out, CM_PUB_DELETE, CM_PUB_WHY_PRUNED, a, val->der,
 					     val->len, val->sha256, val->cls.subject, CM_PUB_NONE,
-					     cm_strdup_printf("not a member of %s (nested membership "
-							      "counted); issued under a trusted "
-							      "issuer (--prune)",
-							      inv->group_dn)) != 0)
+					     cm_strdup_printf(
+						     "not a member of %s (nested membership "
+						     "counted); issued under a trusted "
+						     "issuer (--prune)",
+						     inv->group_dn)) != 0)
 					goto done;
 			}
 		}

@@ -50,7 +50,7 @@
 #define MAX_URLS 8 /* URLs taken from one extension */
 
 static const double latency_bounds[12] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-					   0.1,   0.25,   0.5,   1.0,  2.5,   5.0};
+					  0.1,   0.25,   0.5,   1.0,  2.5,   5.0};
 
 static double mono_s(void)
 {
@@ -73,7 +73,7 @@ struct crl_item {
 	long base_number; /* delta: BaseCRLNumber, else -1 */
 	time_t this_update, next_update;
 	size_t entries;
-	char **freshest; /* delta URLs named by the CRL (NULL-terminated) or NULL */
+	char **freshest;    /* delta URLs named by the CRL (NULL-terminated) or NULL */
 	pthread_mutex_t mu; /* guards the memo */
 	EVP_PKEY *memo_key[2];
 	bool memo_ok[2];
@@ -132,7 +132,8 @@ static char **dp_urls(STACK_OF(DIST_POINT) *dps)
 
 		if (dp->distpoint == NULL || dp->distpoint->type != 0)
 			continue;
-		for (int j = 0; j < sk_GENERAL_NAME_num(dp->distpoint->name.fullname) && n < MAX_URLS; j++) {
+		for (int j = 0;
+		     j < sk_GENERAL_NAME_num(dp->distpoint->name.fullname) && n < MAX_URLS; j++) {
 			GENERAL_NAME *gn = sk_GENERAL_NAME_value(dp->distpoint->name.fullname, j);
 			const unsigned char *s;
 			int len;
@@ -342,9 +343,9 @@ struct ocsp_entry {
 	struct ocsp_entry *next;
 	unsigned char key[32];
 	bool fetching;
-	bool have;          /* answer valid */
+	bool have; /* answer valid */
 	struct cm_ocsp_answer answer;
-	time_t expires;     /* keep until */
+	time_t expires; /* keep until */
 	time_t failed_at;
 	char *error;
 	char *url;
@@ -375,7 +376,8 @@ struct cm_revstore {
 	struct cm_dir *thread_dir;
 };
 
-static void rs_log(struct cm_revstore *rs, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void rs_log(struct cm_revstore *rs, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 static void rs_log(struct cm_revstore *rs, const char *fmt, ...)
 {
 	char line[1024];
@@ -401,7 +403,8 @@ static void file_clear(struct crl_file *f)
 }
 
 /* Reads f->path into new items; 0 or -1 (err). */
-static int file_read_items(const char *path, struct crl_item ***items, size_t *n, struct cm_err *err)
+static int file_read_items(const char *path, struct crl_item ***items, size_t *n,
+			   struct cm_err *err)
 {
 	unsigned char *data = NULL;
 	size_t len = 0;
@@ -572,7 +575,8 @@ static int fetch_ldap(struct cm_revstore *rs, struct cm_dir *dir, const char *ur
 	int rc = -1;
 
 	*der = NULL;
-	if (ldap_url_parse(url, &lud) != LDAP_URL_SUCCESS || lud->lud_dn == NULL || lud->lud_dn[0] == '\0') {
+	if (ldap_url_parse(url, &lud) != LDAP_URL_SUCCESS || lud->lud_dn == NULL ||
+	    lud->lud_dn[0] == '\0') {
 		cm_err_set(err, "not an LDAP URL with a DN");
 		goto out;
 	}
@@ -694,12 +698,14 @@ static int fetch_crl(struct cm_revstore *rs, struct cm_dir *dir, const char *url
 	}
 	if (!item_verified(it, issuer_key)) {
 		item_unref(it);
-		cm_err_set(err, "refused: the CRL's signature does not verify with the issuer's key");
+		cm_err_set(err,
+			   "refused: the CRL's signature does not verify with the issuer's key");
 		return -1;
 	}
 	if (it->delta != delta) {
 		item_unref(it);
-		cm_err_set(err, delta ? "refused: not a delta CRL" : "refused: a delta CRL where a complete CRL was expected");
+		cm_err_set(err, delta ? "refused: not a delta CRL"
+				      : "refused: a delta CRL where a complete CRL was expected");
 		return -1;
 	}
 	*out = it;
@@ -724,7 +730,8 @@ static struct cdp_entry *cdp_add(struct cm_revstore *rs, const char *url, bool d
 
 		for (size_t i = 0; i < rs->n_cdp; i++)
 			if (!rs->cdp[i]->fetching && rs->cdp[i]->users == 0 &&
-			    (victim == SIZE_MAX || rs->cdp[i]->last_used < rs->cdp[victim]->last_used))
+			    (victim == SIZE_MAX ||
+			     rs->cdp[i]->last_used < rs->cdp[victim]->last_used))
 				victim = i;
 		if (victim == SIZE_MAX)
 			return NULL;
@@ -839,8 +846,10 @@ static struct crl_item *cdp_get(struct cm_revstore *rs, struct cm_dir *dir, cons
 	} else if ((e->item == NULL || !item_current(e->item, now)) && may_fetch(e, now)) {
 		e->fetching = true;
 		pthread_mutex_unlock(&rs->mu);
-		if (fetch_crl(rs, dir, url, delta, X509_get_subject_name(issuer), key, &it, &err) != 0)
-			rs_log(rs, "revocation: %s %s: %s", delta ? "delta CRL" : "CDP", url, err.msg);
+		if (fetch_crl(rs, dir, url, delta, X509_get_subject_name(issuer), key, &it, &err) !=
+		    0)
+			rs_log(rs, "revocation: %s %s: %s", delta ? "delta CRL" : "CDP", url,
+			       err.msg);
 		pthread_mutex_lock(&rs->mu);
 		cdp_store(rs, e, it, key, err.msg, now);
 		it = NULL;
@@ -856,7 +865,8 @@ static struct crl_item *cdp_get(struct cm_revstore *rs, struct cm_dir *dir, cons
 	pthread_mutex_unlock(&rs->mu);
 	if (it != NULL && !item_verified(it, key)) {
 		item_unref(it);
-		snprintf(why, why_len, "refused: the CRL's signature does not verify with the issuer's key");
+		snprintf(why, why_len,
+			 "refused: the CRL's signature does not verify with the issuer's key");
 		return NULL;
 	}
 	return it;
@@ -883,9 +893,10 @@ static void trace_item(struct cm_trace *trace, int depth, struct crl_item *it, c
 
 	if (it->next_update != 0 && gmtime_r(&it->next_update, &tm) != NULL)
 		strftime(next, sizeof(next), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	cm_trace_add(trace, "revocation: depth %d: %s: %s (%s%s, %zu entries, nextUpdate %s)", depth,
-		     it->source, what, it->delta ? "delta CRL, " : "",
-		     item_current(it, now) ? "current" : "stale", it->entries, next[0] ? next : "none");
+	cm_trace_add(trace, "revocation: depth %d: %s: %s (%s%s, %zu entries, nextUpdate %s)",
+		     depth, it->source, what, it->delta ? "delta CRL, " : "",
+		     item_current(it, now) ? "current" : "stale", it->entries,
+		     next[0] ? next : "none");
 }
 
 /* Evaluates x against items (bases and deltas, already verified). */
@@ -900,7 +911,11 @@ static enum cert_status eval_items(struct crl_item **items, size_t n, X509 *x, b
 		int l = listed(b, x);
 
 		if (b->delta) {
-			trace_item(trace, depth, b, l == 1 ? "revoked" : l == 2 ? "removed from CRL" : "not listed", now);
+			trace_item(trace, depth, b,
+				   l == 1   ? "revoked"
+				   : l == 2 ? "removed from CRL"
+					    : "not listed",
+				   now);
 			if (l == 1) {
 				snprintf(src, src_len, "%s", b->source);
 				return STATUS_REVOKED;
@@ -913,11 +928,12 @@ static enum cert_status eval_items(struct crl_item **items, size_t n, X509 *x, b
 			for (size_t j = 0; j < n; j++) {
 				struct crl_item *d = items[j];
 
-				if (d->delta && d->base_number <= b->number && b->number < d->number &&
-				    listed(d, x) == 2)
+				if (d->delta && d->base_number <= b->number &&
+				    b->number < d->number && listed(d, x) == 2)
 					removed = true;
 			}
-			trace_item(trace, depth, b, removed ? "revoked, removed by a delta CRL" : "revoked", now);
+			trace_item(trace, depth, b,
+				   removed ? "revoked, removed by a delta CRL" : "revoked", now);
 			if (!removed) {
 				snprintf(src, src_len, "%s", b->source);
 				return STATUS_REVOKED;
@@ -942,8 +958,10 @@ static enum cert_status eval_items(struct crl_item **items, size_t n, X509 *x, b
 			}
 		}
 		if (!good)
-			cm_trace_add(trace, "revocation: depth %d: %s names a delta CRL; no current delta for CRL number %ld",
-				     depth, b->source, b->number);
+			cm_trace_add(
+				trace,
+				"revocation: depth %d: %s names a delta CRL; no current delta for CRL number %ld",
+				depth, b->source, b->number);
 	}
 	return good ? STATUS_GOOD : STATUS_UNKNOWN;
 }
@@ -962,19 +980,23 @@ static enum cert_status check_files(struct cm_revstore *rs, X509 *x, X509 *issue
 		struct crl_file *f = &rs->files[i];
 
 		if (f->error != NULL) {
-			cm_trace_add(trace, "revocation: depth %d: CRL file %s: refused: %s", depth, f->path, f->error);
+			cm_trace_add(trace, "revocation: depth %d: CRL file %s: refused: %s", depth,
+				     f->path, f->error);
 			if (fail[0] == '\0')
 				snprintf(fail, fail_len, "CRL file %s", f->path);
 		}
 		for (size_t j = 0; j < f->n && n < 64; j++)
-			if (X509_NAME_cmp(X509_CRL_get_issuer(f->items[j]->crl), X509_get_issuer_name(x)) == 0)
+			if (X509_NAME_cmp(X509_CRL_get_issuer(f->items[j]->crl),
+					  X509_get_issuer_name(x)) == 0)
 				items[n++] = item_ref(f->items[j]);
 	}
 	pthread_mutex_unlock(&rs->mu);
 	for (size_t i = 0; i < n;) {
 		if (!item_verified(items[i], key)) {
-			cm_trace_add(trace, "revocation: depth %d: %s: signature does not verify with the issuer's key, ignored",
-				     depth, items[i]->source);
+			cm_trace_add(
+				trace,
+				"revocation: depth %d: %s: signature does not verify with the issuer's key, ignored",
+				depth, items[i]->source);
 			item_unref(items[i]);
 			items[i] = items[--n];
 			continue;
@@ -982,7 +1004,9 @@ static enum cert_status check_files(struct cm_revstore *rs, X509 *x, X509 *issue
 		i++;
 	}
 	if (n == 0) {
-		cm_trace_add(trace, "revocation: depth %d: no CRL file from this certificate's issuer", depth);
+		cm_trace_add(trace,
+			     "revocation: depth %d: no CRL file from this certificate's issuer",
+			     depth);
 		return STATUS_UNKNOWN;
 	}
 	st = eval_items(items, n, x, false, depth, now, trace, src, src_len);
@@ -994,23 +1018,26 @@ static enum cert_status check_files(struct cm_revstore *rs, X509 *x, X509 *issue
 }
 
 /* One CRL (base or delta) from the first URL of urls that yields one. */
-static struct crl_item *first_of(struct cm_revstore *rs, struct cm_dir *dir, char **urls, bool delta,
-				 X509 *issuer, int depth, time_t now, struct cm_trace *trace,
-				 char *fail, size_t fail_len)
+static struct crl_item *first_of(struct cm_revstore *rs, struct cm_dir *dir, char **urls,
+				 bool delta, X509 *issuer, int depth, time_t now,
+				 struct cm_trace *trace, char *fail, size_t fail_len)
 {
 	char why[600];
 
 	for (size_t i = 0; urls != NULL && urls[i] != NULL; i++) {
-		struct crl_item *it = cdp_get(rs, dir, urls[i], delta, issuer, now, why, sizeof(why));
+		struct crl_item *it =
+			cdp_get(rs, dir, urls[i], delta, issuer, now, why, sizeof(why));
 
 		if (it != NULL) {
 			if (why[0] != '\0')
-				cm_trace_add(trace, "revocation: depth %d: %s %s: %s; using the copy fetched before",
-					     depth, delta ? "delta CRL" : "CDP", urls[i], why);
+				cm_trace_add(
+					trace,
+					"revocation: depth %d: %s %s: %s; using the copy fetched before",
+					depth, delta ? "delta CRL" : "CDP", urls[i], why);
 			return it;
 		}
-		cm_trace_add(trace, "revocation: depth %d: %s %s: %s", depth, delta ? "delta CRL" : "CDP",
-			     urls[i], why[0] ? why : "no CRL");
+		cm_trace_add(trace, "revocation: depth %d: %s %s: %s", depth,
+			     delta ? "delta CRL" : "CDP", urls[i], why[0] ? why : "no CRL");
 		if (fail[0] == '\0')
 			snprintf(fail, fail_len, "%s %s (%s)", delta ? "delta CRL" : "CDP", urls[i],
 				 why[0] ? why : "no CRL");
@@ -1030,7 +1057,9 @@ static enum cert_status check_cdp(struct cm_revstore *rs, struct cm_dir *dir, X5
 	bool delta_expected;
 
 	if (urls == NULL) {
-		cm_trace_add(trace, "revocation: depth %d: no http:// or ldap:// CRL distribution point", depth);
+		cm_trace_add(trace,
+			     "revocation: depth %d: no http:// or ldap:// CRL distribution point",
+			     depth);
 		cm_strv_free(durls);
 		return STATUS_UNKNOWN;
 	}
@@ -1048,7 +1077,8 @@ static enum cert_status check_cdp(struct cm_revstore *rs, struct cm_dir *dir, X5
 			durls[i] = strdup(items[0]->freshest[i]);
 	}
 	if (durls != NULL) {
-		items[1] = first_of(rs, dir, durls, true, issuer, depth, now, trace, fail, fail_len);
+		items[1] =
+			first_of(rs, dir, durls, true, issuer, depth, now, trace, fail, fail_len);
 		if (items[1] != NULL)
 			n = 2;
 	}
@@ -1077,8 +1107,10 @@ static void ocsp_key(X509 *x, X509 *issuer, unsigned char key[32])
 		if (name_len > 0)
 			EVP_DigestUpdate(md, name, (size_t)name_len);
 		if (pk != NULL)
-			EVP_DigestUpdate(md, ASN1_STRING_get0_data(pk), (size_t)ASN1_STRING_length(pk));
-		EVP_DigestUpdate(md, ASN1_STRING_get0_data(serial), (size_t)ASN1_STRING_length(serial));
+			EVP_DigestUpdate(md, ASN1_STRING_get0_data(pk),
+					 (size_t)ASN1_STRING_length(pk));
+		EVP_DigestUpdate(md, ASN1_STRING_get0_data(serial),
+				 (size_t)ASN1_STRING_length(serial));
 		EVP_DigestFinal_ex(md, key, NULL);
 	}
 	EVP_MD_CTX_free(md);
@@ -1106,7 +1138,8 @@ static void ocsp_evict(struct cm_revstore *rs, time_t now)
 			while (*p != NULL) {
 				struct ocsp_entry *e = *p;
 
-				if (!e->fetching && e->users == 0 && (pass == 1 || e->expires <= now)) {
+				if (!e->fetching && e->users == 0 &&
+				    (pass == 1 || e->expires <= now)) {
 					*p = e->next;
 					ocsp_entry_free(e);
 					rs->n_ocsp--;
@@ -1131,7 +1164,7 @@ static void fmt_time(time_t t, char out[21])
 
 static enum cert_status ocsp_status(const struct cm_ocsp_answer *a)
 {
-	return a->status == CM_OCSP_GOOD ? STATUS_GOOD
+	return a->status == CM_OCSP_GOOD      ? STATUS_GOOD
 	       : a->status == CM_OCSP_REVOKED ? STATUS_REVOKED
 					      : STATUS_UNKNOWN;
 }
@@ -1170,7 +1203,10 @@ static enum cert_status check_ocsp(struct cm_revstore *rs, const struct cm_trust
 	if (url == NULL)
 		url = configured;
 	if (url == NULL) {
-		cm_trace_add(trace, "revocation: depth %d: OCSP: no responder (no AIA OCSP URL, no ocsp_responder)", depth);
+		cm_trace_add(
+			trace,
+			"revocation: depth %d: OCSP: no responder (no AIA OCSP URL, no ocsp_responder)",
+			depth);
 		cm_strv_free(urls);
 		return STATUS_UNKNOWN;
 	}
@@ -1216,8 +1252,8 @@ static enum cert_status check_ocsp(struct cm_revstore *rs, const struct cm_trust
 		    cm_fetch_post(url, "application/ocsp-request", req, req_len, timeout,
 				  CM_REV_MAX_OCSP_BYTES, &resp, &resp_len, &err) == 0) {
 			stage = "refused";
-			rc = cm_ocsp_check(resp, resp_len, x, issuer, cm_trust_store(trust), untrusted,
-					   now, &ans, &err);
+			rc = cm_ocsp_check(resp, resp_len, x, issuer, cm_trust_store(trust),
+					   untrusted, now, &ans, &err);
 		}
 		ms = (mono_s() - t0) * 1000.0;
 		sk_X509_free(untrusted);
@@ -1230,7 +1266,8 @@ static enum cert_status check_ocsp(struct cm_revstore *rs, const struct cm_trust
 		free(e->url);
 		e->url = strdup(url);
 		if (rc == 0) {
-			time_t keep = ans.next_update != 0 ? ans.next_update : now + CM_REV_OCSP_MAX_AGE_S;
+			time_t keep = ans.next_update != 0 ? ans.next_update
+							   : now + CM_REV_OCSP_MAX_AGE_S;
 
 			if (ans.next_update == 0 && keep > ans.this_update + CM_REV_OCSP_MAX_AGE_S)
 				keep = ans.this_update + CM_REV_OCSP_MAX_AGE_S;
@@ -1258,11 +1295,17 @@ static enum cert_status check_ocsp(struct cm_revstore *rs, const struct cm_trust
 		fmt_time(ans.this_update, tu);
 		fmt_time(ans.next_update, nu);
 		pthread_mutex_unlock(&rs->mu);
-		cm_trace_add(trace, "revocation: depth %d: OCSP %s: %s (thisUpdate %s, nextUpdate %s, signer %s, %s)",
-			     depth, url, st == STATUS_GOOD ? "good" : st == STATUS_REVOKED ? "revoked" : "unknown",
-			     tu, nu[0] ? nu : "none", ans.signer, fetched ? "fetched" : "cached");
+		cm_trace_add(
+			trace,
+			"revocation: depth %d: OCSP %s: %s (thisUpdate %s, nextUpdate %s, signer %s, %s)",
+			depth, url,
+			st == STATUS_GOOD      ? "good"
+			: st == STATUS_REVOKED ? "revoked"
+					       : "unknown",
+			tu, nu[0] ? nu : "none", ans.signer, fetched ? "fetched" : "cached");
 		if (fetched)
-			cm_trace_add(trace, "revocation: depth %d: OCSP %s: answered in %.1f ms", depth, url, ms);
+			cm_trace_add(trace, "revocation: depth %d: OCSP %s: answered in %.1f ms",
+				     depth, url, ms);
 		if (st != STATUS_UNKNOWN)
 			snprintf(src, src_len, "OCSP %s", url);
 		else if (fail[0] == '\0')
@@ -1270,7 +1313,8 @@ static enum cert_status check_ocsp(struct cm_revstore *rs, const struct cm_trust
 	} else {
 		char why[600];
 
-		snprintf(why, sizeof(why), "%s", e->error != NULL ? e->error : "no answer (fetch in progress)");
+		snprintf(why, sizeof(why), "%s",
+			 e->error != NULL ? e->error : "no answer (fetch in progress)");
 		pthread_mutex_unlock(&rs->mu);
 		cm_trace_add(trace, "revocation: depth %d: OCSP %s: %s", depth, url, why);
 		if (fail[0] == '\0')
@@ -1314,7 +1358,8 @@ enum cm_reason cm_revstore_check(struct cm_revstore *rs, struct cm_dir *dir,
 		if (cm_trust_is_anchor(trust, x))
 			break; /* anchors (and anything above them) are never checked */
 		if (i + 1 >= sk_X509_num(path)) {
-			cm_trace_add(trace, "revocation: depth %d: issuer not in the verified path", i);
+			cm_trace_add(trace, "revocation: depth %d: issuer not in the verified path",
+				     i);
 			unknown = true;
 			unknown_depth = unknown_depth < 0 ? i : unknown_depth;
 			break;
@@ -1323,12 +1368,14 @@ enum cm_reason cm_revstore_check(struct cm_revstore *rs, struct cm_dir *dir,
 		for (int source = 0; source < 3 && st != STATUS_REVOKED; source++) {
 			src[0] = '\0';
 			if (source == 0 && rs->n_files > 0)
-				s = check_files(rs, x, issuer, i, now, trace, src, sizeof(src), fail, sizeof(fail));
+				s = check_files(rs, x, issuer, i, now, trace, src, sizeof(src),
+						fail, sizeof(fail));
 			else if (source == 1 && cfg->client_certificates.revocation.fetch_cdp)
-				s = check_cdp(rs, dir, x, issuer, i, now, trace, src, sizeof(src), fail, sizeof(fail));
+				s = check_cdp(rs, dir, x, issuer, i, now, trace, src, sizeof(src),
+					      fail, sizeof(fail));
 			else if (source == 2 && cfg->client_certificates.revocation.ocsp)
-				s = check_ocsp(rs, trust, path, x, issuer, i, now, trace, src, sizeof(src),
-					       fail, sizeof(fail));
+				s = check_ocsp(rs, trust, path, x, issuer, i, now, trace, src,
+					       sizeof(src), fail, sizeof(fail));
 			else
 				continue;
 			if (s == STATUS_REVOKED) {
@@ -1343,8 +1390,8 @@ enum cm_reason cm_revstore_check(struct cm_revstore *rs, struct cm_dir *dir,
 			if (detail != NULL && *detail == NULL) {
 				char *subj = cm_x509_name_string(X509_get_subject_name(x));
 
-				*detail = cm_strdup_printf("%s (depth %d) is revoked (%s)", subj ? subj : "?", i,
-							   res->source);
+				*detail = cm_strdup_printf("%s (depth %d) is revoked (%s)",
+							   subj ? subj : "?", i, res->source);
 				free(subj);
 			}
 			res->status = "revoked";
@@ -1365,20 +1412,24 @@ enum cm_reason cm_revstore_check(struct cm_revstore *rs, struct cm_dir *dir,
 	rs->checks[unknown ? 1 : 0]++;
 	pthread_mutex_unlock(&rs->mu);
 	if (unknown) {
-		snprintf(res->source, sizeof(res->source), "%s", fail[0] ? fail : "no source configured");
+		snprintf(res->source, sizeof(res->source), "%s",
+			 fail[0] ? fail : "no source configured");
 		res->status = "unknown";
 	} else {
 		res->status = "good";
 	}
 	if (unknown && mode == CM_REVOCATION_HARD) {
 		if (detail != NULL && *detail == NULL)
-			*detail = cm_strdup_printf("no current revocation information for the certificate at depth %d (%s)",
-						   unknown_depth, res->source);
-		cm_trace_add(trace, "revocation: hard mode: status unknown at depth %d", unknown_depth);
+			*detail = cm_strdup_printf(
+				"no current revocation information for the certificate at depth %d (%s)",
+				unknown_depth, res->source);
+		cm_trace_add(trace, "revocation: hard mode: status unknown at depth %d",
+			     unknown_depth);
 		res->reason = CM_REASON_REVOCATION_UNKNOWN;
 		return res->reason;
 	}
-	cm_trace_add(trace, unknown ? "revocation: soft mode: status unknown, passed" : "revocation: good");
+	cm_trace_add(trace, unknown ? "revocation: soft mode: status unknown, passed"
+				    : "revocation: good");
 	return CM_REASON_ALLOWED;
 }
 
@@ -1403,7 +1454,8 @@ static int poll_files(struct cm_revstore *rs)
 				f->error = cm_strdup_printf("cannot be read: %s", strerror(errno));
 				f->have_st = false;
 				atomic_fetch_add(&rs->epoch, 1);
-				rs_log(rs, "revocation: CRL file %s: %s; its CRLs no longer count", f->path, f->error);
+				rs_log(rs, "revocation: CRL file %s: %s; its CRLs no longer count",
+				       f->path, f->error);
 				changed++;
 			}
 			pthread_mutex_unlock(&rs->mu);
@@ -1427,11 +1479,12 @@ static int poll_files(struct cm_revstore *rs)
 			for (size_t j = 0; j < n; j++)
 				entries += items[j]->entries;
 			rs->crl_loads++;
-			rs_log(rs, "revocation: CRL file %s reloaded (%zu CRL%s, %zu entries)", f->path, n,
-			       n == 1 ? "" : "s", entries);
+			rs_log(rs, "revocation: CRL file %s reloaded (%zu CRL%s, %zu entries)",
+			       f->path, n, n == 1 ? "" : "s", entries);
 		} else {
 			f->error = strdup(err.msg);
-			rs_log(rs, "revocation: CRL file %s: refused: %s; its CRLs no longer count (unknown)",
+			rs_log(rs,
+			       "revocation: CRL file %s: refused: %s; its CRLs no longer count (unknown)",
 			       f->path, err.msg);
 		}
 		atomic_fetch_add(&rs->epoch, 1);
@@ -1469,7 +1522,9 @@ int cm_revstore_poll(struct cm_revstore *rs, struct cm_dir *dir, time_t now)
 			}
 			due = c->item->next_update == 0
 				      ? c->item->this_update + 3600
-				      : c->item->this_update + (c->item->next_update - c->item->this_update) * 4 / 5;
+				      : c->item->this_update +
+						(c->item->next_update - c->item->this_update) * 4 /
+							5;
 			if (now < due || !may_fetch(c, now))
 				continue;
 			e = c;
@@ -1488,11 +1543,11 @@ int cm_revstore_poll(struct cm_revstore *rs, struct cm_dir *dir, time_t now)
 		if (url == NULL || name == NULL ||
 		    fetch_crl(rs, dir, url, e->delta, name, key, &it, &err) != 0) {
 			if (url != NULL)
-				rs_log(rs, "revocation: refresh of %s %s: %s", e->delta ? "delta CRL" : "CDP", url,
-				       err.msg);
+				rs_log(rs, "revocation: refresh of %s %s: %s",
+				       e->delta ? "delta CRL" : "CDP", url, err.msg);
 		} else {
-			rs_log(rs, "revocation: %s %s refreshed (%zu entries)", e->delta ? "delta CRL" : "CDP",
-			       url, it->entries);
+			rs_log(rs, "revocation: %s %s refreshed (%zu entries)",
+			       e->delta ? "delta CRL" : "CDP", url, it->entries);
 		}
 		pthread_mutex_lock(&rs->mu);
 		cdp_store(rs, e, it, key, err.msg[0] ? err.msg : "refresh failed", now);

@@ -76,8 +76,7 @@ static int read_fd(int fd, const char *path, size_t max, unsigned char **out, si
 	return 0;
 }
 
-int cm_file_read(const char *path, size_t max, unsigned char **out, size_t *len,
-		 struct cm_err *err)
+int cm_file_read(const char *path, size_t max, unsigned char **out, size_t *len, struct cm_err *err)
 {
 	int fd, rc;
 
@@ -117,8 +116,10 @@ int cm_secret_read(const char *path, char **out, struct cm_err *err)
 		return -1;
 	}
 	if ((st.st_mode & 077) != 0) {
-		cm_err_set(err, "%s is readable by group or others (mode %04o); expected mode 0600 or stricter",
-			   path, (unsigned)(st.st_mode & 07777));
+		cm_err_set(
+			err,
+			"%s is readable by group or others (mode %04o); expected mode 0600 or stricter",
+			path, (unsigned)(st.st_mode & 07777));
 		close(fd);
 		return -1;
 	}

@@ -159,7 +159,8 @@ int cm_trust_load(char *const *files, size_t n, struct cm_trust **out, struct cm
 			    !sk_X509_push(trust->anchors, x)) {
 				X509_free(x);
 				BIO_free(bio);
-				cm_err_set(err, "%s: cannot add certificate %zu", files[i], found + 1);
+				cm_err_set(err, "%s: cannot add certificate %zu", files[i],
+					   found + 1);
 				goto fail;
 			}
 			found++;
@@ -170,7 +171,8 @@ int cm_trust_load(char *const *files, size_t n, struct cm_trust **out, struct cm
 			const unsigned char *p = data;
 
 			x = d2i_X509(NULL, &p, (long)len);
-			if (x != NULL && p == data + len && X509_STORE_add_cert(trust->store, x) == 1 &&
+			if (x != NULL && p == data + len &&
+			    X509_STORE_add_cert(trust->store, x) == 1 &&
 			    sk_X509_push(trust->anchors, x)) {
 				found = 1;
 			} else {
@@ -178,7 +180,8 @@ int cm_trust_load(char *const *files, size_t n, struct cm_trust **out, struct cm
 
 				X509_free(x);
 				openssl_error_text(msg, sizeof(msg));
-				cm_err_set(err, "%s: no certificate in PEM or DER form (%s)", files[i], msg);
+				cm_err_set(err, "%s: no certificate in PEM or DER form (%s)",
+					   files[i], msg);
 				goto fail;
 			}
 		}
@@ -240,7 +243,8 @@ static X509 *parse_one(const unsigned char *der, size_t len, size_t index, struc
 		return NULL;
 	}
 	if (p != der + len) {
-		cm_err_set(err, "certificate %zu has %zu trailing bytes", index, (size_t)(der + len - p));
+		cm_err_set(err, "certificate %zu has %zu trailing bytes", index,
+			   (size_t)(der + len - p));
 		X509_free(x);
 		return NULL;
 	}
@@ -290,7 +294,9 @@ int cm_cert_parse(const unsigned char *const *der, const size_t *len, size_t n,
 	memcpy(cert->der, der[0], len[0]);
 	cert->der_len = len[0];
 	if (fill_summary(cert) != 0) {
-		cm_err_set(err, "cannot describe the certificate (subject, issuer or serial unreadable)");
+		cm_err_set(
+			err,
+			"cannot describe the certificate (subject, issuer or serial unreadable)");
 		goto fail;
 	}
 	*out = cert;
@@ -334,7 +340,8 @@ int cm_der_list_read(const char *path, struct cm_der_list *out, struct cm_err *e
 		if (bio == NULL)
 			goto oom;
 		while (PEM_read_bio(bio, &name, &header, &body, &blen) == 1) {
-			if (strcmp(name, PEM_STRING_X509) == 0 || strcmp(name, PEM_STRING_X509_OLD) == 0) {
+			if (strcmp(name, PEM_STRING_X509) == 0 ||
+			    strcmp(name, PEM_STRING_X509_OLD) == 0) {
 				unsigned char **d = realloc(out->der, (out->n + 1) * sizeof(*d));
 				size_t *l = d ? realloc(out->len, (out->n + 1) * sizeof(*l)) : NULL;
 
@@ -473,13 +480,16 @@ enum cm_reason cm_cert_verify(struct cm_cert *cert, const struct cm_trust *trust
 	int rc, first_trust = -1, first_time = -1;
 
 	if (cm_trust_is_anchor(trust, cert->leaf)) {
-		cm_trace_add(trace, "x509: the certificate is itself a trust anchor, not a client certificate");
+		cm_trace_add(
+			trace,
+			"x509: the certificate is itself a trust anchor, not a client certificate");
 		set_detail(detail, "the certificate %s is a trust anchor (depth %d)",
 			   cert->summary.subject, 0);
 		goto out;
 	}
 	if (X509_check_ca(cert->leaf) != 0) {
-		cm_trace_add(trace, "x509: the certificate is a CA certificate, not a client certificate");
+		cm_trace_add(trace,
+			     "x509: the certificate is a CA certificate, not a client certificate");
 		set_detail(detail, "%s is a CA certificate (depth %d)", cert->summary.subject, 0);
 		goto out;
 	}
@@ -518,14 +528,16 @@ enum cm_reason cm_cert_verify(struct cm_cert *cert, const struct cm_trust *trust
 	if (first_trust >= 0) {
 		cm_trace_add(trace, "x509: chain to %s failed", issuer);
 		if (detail != NULL && *detail == NULL)
-			*detail = cm_strdup_printf("chain to %s failed: %s (depth %d)", issuer,
-						   X509_verify_cert_error_string(ve.code[first_trust]),
-						   ve.depth[first_trust]);
+			*detail = cm_strdup_printf(
+				"chain to %s failed: %s (depth %d)", issuer,
+				X509_verify_cert_error_string(ve.code[first_trust]),
+				ve.depth[first_trust]);
 		goto out;
 	}
 	if (first_time >= 0) {
-		reason = ve.code[first_time] == X509_V_ERR_CERT_HAS_EXPIRED ? CM_REASON_EXPIRED
-									    : CM_REASON_NOT_YET_VALID;
+		reason = ve.code[first_time] == X509_V_ERR_CERT_HAS_EXPIRED
+				 ? CM_REASON_EXPIRED
+				 : CM_REASON_NOT_YET_VALID;
 		if (ve.depth[first_time] == 0)
 			set_detail(detail, "%s (valid %s to %s)",
 				   X509_verify_cert_error_string(ve.code[first_time]),
@@ -559,15 +571,21 @@ enum cm_reason cm_cert_verify(struct cm_cert *cert, const struct cm_trust *trust
 			if (cm_trust_is_anchor(trust, x))
 				break;
 			if (!eku_allows_client_auth(x)) {
-				cm_trace_add(trace, "x509: depth %d: extended key usage does not allow client authentication", i);
-				set_detail(detail, "%s: extended key usage does not allow client authentication (depth %d)",
-					   cert->summary.subject, i);
+				cm_trace_add(
+					trace,
+					"x509: depth %d: extended key usage does not allow client authentication",
+					i);
+				set_detail(
+					detail,
+					"%s: extended key usage does not allow client authentication (depth %d)",
+					cert->summary.subject, i);
 				goto out;
 			}
 		}
 		if (!ku_allows_signature(cert->leaf)) {
 			cm_trace_add(trace, "x509: key usage does not allow digitalSignature");
-			set_detail(detail, "%s: key usage does not allow digitalSignature (depth %d)",
+			set_detail(detail,
+				   "%s: key usage does not allow digitalSignature (depth %d)",
 				   cert->summary.subject, 0);
 			goto out;
 		}

@@ -44,9 +44,9 @@ static bool directory_ready(struct server *srv, char *why, size_t len)
 	}
 	g = server_gen(srv);
 	if (cm_dir_open(g->cfg, &dir, &err) == 0) {
-		enum cm_dir_status st = cm_dir_search(dir, g->cfg->directory.base_dn,
-						      CM_DIR_SCOPE_BASE, "(objectClass=*)", attrs, 1,
-						      &res, NULL, &err);
+		enum cm_dir_status st =
+			cm_dir_search(dir, g->cfg->directory.base_dn, CM_DIR_SCOPE_BASE,
+				      "(objectClass=*)", attrs, 1, &res, NULL, &err);
 
 		ok = st == CM_DIR_OK;
 		cm_dir_result_free(&res);
@@ -62,7 +62,8 @@ static bool directory_ready(struct server *srv, char *why, size_t len)
 }
 
 /* Appends printf output to a growing buffer; on OOM the buffer is dropped. */
-static void buf_add(char **buf, size_t *len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void buf_add(char **buf, size_t *len, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 static void buf_add(char **buf, size_t *len, const char *fmt, ...)
 {
 	va_list ap;
@@ -117,49 +118,65 @@ static char *render_revocation(struct server *srv)
 	char lv[1024];
 
 	cm_revstore_stats(g->rev, now, &st);
-	buf_add(&buf, &len, "# HELP certmap_revocation_checks_total Revocation checks by result.\n"
-			    "# TYPE certmap_revocation_checks_total counter\n");
-	buf_add(&buf, &len, "certmap_revocation_checks_total{result=\"good\"} %lu\n", st.checks_good);
-	buf_add(&buf, &len, "certmap_revocation_checks_total{result=\"revoked\"} %lu\n", st.checks_revoked);
-	buf_add(&buf, &len, "certmap_revocation_checks_total{result=\"unknown\"} %lu\n", st.checks_unknown);
-	buf_add(&buf, &len, "# HELP certmap_revocation_fetch_failures_total CRL and OCSP fetches that failed or were refused.\n"
-			    "# TYPE certmap_revocation_fetch_failures_total counter\n"
-			    "certmap_revocation_fetch_failures_total{kind=\"crl\"} %lu\n"
-			    "certmap_revocation_fetch_failures_total{kind=\"ocsp\"} %lu\n",
+	buf_add(&buf, &len,
+		"# HELP certmap_revocation_checks_total Revocation checks by result.\n"
+		"# TYPE certmap_revocation_checks_total counter\n");
+	buf_add(&buf, &len, "certmap_revocation_checks_total{result=\"good\"} %lu\n",
+		st.checks_good);
+	buf_add(&buf, &len, "certmap_revocation_checks_total{result=\"revoked\"} %lu\n",
+		st.checks_revoked);
+	buf_add(&buf, &len, "certmap_revocation_checks_total{result=\"unknown\"} %lu\n",
+		st.checks_unknown);
+	buf_add(&buf, &len,
+		"# HELP certmap_revocation_fetch_failures_total CRL and OCSP fetches that failed or were refused.\n"
+		"# TYPE certmap_revocation_fetch_failures_total counter\n"
+		"certmap_revocation_fetch_failures_total{kind=\"crl\"} %lu\n"
+		"certmap_revocation_fetch_failures_total{kind=\"ocsp\"} %lu\n",
 		st.fetch_failures_crl, st.fetch_failures_ocsp);
-	buf_add(&buf, &len, "# HELP certmap_revocation_crl_loads_total CRLs loaded with new content (files and CDPs).\n"
-			    "# TYPE certmap_revocation_crl_loads_total counter\n"
-			    "certmap_revocation_crl_loads_total %lu\n", st.crl_loads);
-	buf_add(&buf, &len, "# HELP certmap_revocation_crl_age_seconds Seconds since the CRL's thisUpdate.\n"
-			    "# TYPE certmap_revocation_crl_age_seconds gauge\n");
+	buf_add(&buf, &len,
+		"# HELP certmap_revocation_crl_loads_total CRLs loaded with new content (files and CDPs).\n"
+		"# TYPE certmap_revocation_crl_loads_total counter\n"
+		"certmap_revocation_crl_loads_total %lu\n",
+		st.crl_loads);
+	buf_add(&buf, &len,
+		"# HELP certmap_revocation_crl_age_seconds Seconds since the CRL's thisUpdate.\n"
+		"# TYPE certmap_revocation_crl_age_seconds gauge\n");
 	for (size_t i = 0; i < st.n_crls; i++) {
 		label_value(st.crls[i].source, lv, sizeof(lv));
 		if (st.crls[i].this_update != 0)
-			buf_add(&buf, &len, "certmap_revocation_crl_age_seconds{source=\"%s\"} %lld\n", lv,
+			buf_add(&buf, &len,
+				"certmap_revocation_crl_age_seconds{source=\"%s\"} %lld\n", lv,
 				(long long)(now - st.crls[i].this_update));
 	}
-	buf_add(&buf, &len, "# HELP certmap_revocation_crl_next_update_seconds Seconds until the CRL's nextUpdate (negative: stale).\n"
-			    "# TYPE certmap_revocation_crl_next_update_seconds gauge\n");
+	buf_add(&buf, &len,
+		"# HELP certmap_revocation_crl_next_update_seconds Seconds until the CRL's nextUpdate (negative: stale).\n"
+		"# TYPE certmap_revocation_crl_next_update_seconds gauge\n");
 	for (size_t i = 0; i < st.n_crls; i++) {
 		label_value(st.crls[i].source, lv, sizeof(lv));
 		if (st.crls[i].next_update != 0)
-			buf_add(&buf, &len, "certmap_revocation_crl_next_update_seconds{source=\"%s\"} %lld\n",
+			buf_add(&buf, &len,
+				"certmap_revocation_crl_next_update_seconds{source=\"%s\"} %lld\n",
 				lv, (long long)(st.crls[i].next_update - now));
 	}
-	buf_add(&buf, &len, "# HELP certmap_revocation_crl_entries Revoked certificates listed in the CRL.\n"
-			    "# TYPE certmap_revocation_crl_entries gauge\n");
+	buf_add(&buf, &len,
+		"# HELP certmap_revocation_crl_entries Revoked certificates listed in the CRL.\n"
+		"# TYPE certmap_revocation_crl_entries gauge\n");
 	for (size_t i = 0; i < st.n_crls; i++) {
 		label_value(st.crls[i].source, lv, sizeof(lv));
-		buf_add(&buf, &len, "certmap_revocation_crl_entries{source=\"%s\"} %zu\n", lv, st.crls[i].entries);
+		buf_add(&buf, &len, "certmap_revocation_crl_entries{source=\"%s\"} %zu\n", lv,
+			st.crls[i].entries);
 	}
-	buf_add(&buf, &len, "# HELP certmap_revocation_ocsp_latency_seconds Time to fetch and check an OCSP answer.\n"
-			    "# TYPE certmap_revocation_ocsp_latency_seconds histogram\n");
+	buf_add(&buf, &len,
+		"# HELP certmap_revocation_ocsp_latency_seconds Time to fetch and check an OCSP answer.\n"
+		"# TYPE certmap_revocation_ocsp_latency_seconds histogram\n");
 	for (int i = 0; i < 12; i++)
-		buf_add(&buf, &len, "certmap_revocation_ocsp_latency_seconds_bucket{le=\"%g\"} %lu\n",
+		buf_add(&buf, &len,
+			"certmap_revocation_ocsp_latency_seconds_bucket{le=\"%g\"} %lu\n",
 			st.ocsp_latency_s[i], st.ocsp_latency_count[i]);
-	buf_add(&buf, &len, "certmap_revocation_ocsp_latency_seconds_bucket{le=\"+Inf\"} %lu\n"
-			    "certmap_revocation_ocsp_latency_seconds_sum %.6f\n"
-			    "certmap_revocation_ocsp_latency_seconds_count %lu\n",
+	buf_add(&buf, &len,
+		"certmap_revocation_ocsp_latency_seconds_bucket{le=\"+Inf\"} %lu\n"
+		"certmap_revocation_ocsp_latency_seconds_sum %.6f\n"
+		"certmap_revocation_ocsp_latency_seconds_count %lu\n",
 		st.ocsp_latency_total, st.ocsp_latency_sum, st.ocsp_latency_total);
 	cm_rev_stats_free(&st);
 	gen_unref(g);
@@ -243,7 +260,8 @@ struct MHD_Daemon *admin_start(struct server *srv, char **error)
 		gen_unref(g);
 		return NULL;
 	}
-	if (inet_pton(AF_INET, g->cfg->admin.address, &((struct sockaddr_in *)&ss)->sin_addr) == 1) {
+	if (inet_pton(AF_INET, g->cfg->admin.address, &((struct sockaddr_in *)&ss)->sin_addr) ==
+	    1) {
 		((struct sockaddr_in *)&ss)->sin_family = AF_INET;
 		((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)g->cfg->admin.port);
 		alen = sizeof(struct sockaddr_in);
@@ -253,20 +271,22 @@ struct MHD_Daemon *admin_start(struct server *srv, char **error)
 		((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)g->cfg->admin.port);
 		alen = sizeof(struct sockaddr_in6);
 	} else {
-		*error = cm_strdup_printf("%s: $.admin.address: expected an IPv4 or IPv6 address, got \"%s\"",
-					  g->cfg->file, g->cfg->admin.address);
+		*error = cm_strdup_printf(
+			"%s: $.admin.address: expected an IPv4 or IPv6 address, got \"%s\"",
+			g->cfg->file, g->cfg->admin.address);
 		gen_unref(g);
 		return NULL;
 	}
 	d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO |
 				     (ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0),
 			     (uint16_t)g->cfg->admin.port, NULL, NULL, admin_handler, srv,
-			     MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT,
-			     64u, MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_END);
+			     MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+			     MHD_OPTION_CONNECTION_LIMIT, 64u, MHD_OPTION_CONNECTION_TIMEOUT, 10u,
+			     MHD_OPTION_END);
 	(void)alen;
 	if (d == NULL)
-		*error = cm_strdup_printf("admin listener %s:%d: cannot bind", g->cfg->admin.address,
-					  g->cfg->admin.port);
+		*error = cm_strdup_printf("admin listener %s:%d: cannot bind",
+					  g->cfg->admin.address, g->cfg->admin.port);
 	gen_unref(g);
 	return d;
 }

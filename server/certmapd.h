@@ -55,10 +55,10 @@
 #include "certmap/metrics.h"
 
 #define CMD_MAX_LOOPS 64
-#define CMD_BUF_BYTES (64u * 1024u)         /* each direction of a proxied body */
+#define CMD_BUF_BYTES (64u * 1024u) /* each direction of a proxied body */
 #define CMD_MAX_UPSTREAM_HEAD_BYTES (64u * 1024u)
-#define CMD_MAX_PENDING_ACCEPT 4096         /* sockets waiting for their first byte */
-#define CMD_ACCEPT_BURST 8                  /* accept() calls per listener wake-up */
+#define CMD_MAX_PENDING_ACCEPT 4096 /* sockets waiting for their first byte */
+#define CMD_ACCEPT_BURST 8          /* accept() calls per listener wake-up */
 
 /* Tag of every epoll registration of a loop (epoll_event.data.ptr). */
 enum evkind { EV_WAKE, EV_LISTEN, EV_MHD, EV_PENDING, EV_CURL, EV_HUP, EV_UPSTREAM };
@@ -81,8 +81,8 @@ struct gen {
 	struct cm_engine **engines; /* one per decision thread */
 	int n_engines;
 	struct cm_cache *cache;
-	struct cm_revstore *rev; /* revocation data shared by the engines */
-	bool key_uses_basic; /* the Basic user changes decisions */
+	struct cm_revstore *rev;  /* revocation data shared by the engines */
+	bool key_uses_basic;      /* the Basic user changes decisions */
 	struct up_target *target; /* http:// upstream for upstream.c; NULL: curl */
 };
 
@@ -101,8 +101,8 @@ struct listener {
 	socklen_t addrlen;
 	char ip[64];
 	int port;
-	char *cert_pem; /* server certificate chain, PEM */
-	char *key_pem;  /* wiped on free */
+	char *cert_pem;  /* server certificate chain, PEM */
+	char *key_pem;   /* wiped on free */
 	char *trust_pem; /* trusted issuers: MHD asks clients for certs from these */
 };
 
@@ -135,7 +135,7 @@ struct gen *server_gen(struct server *srv); /* new reference */
 struct conn {
 	struct loop *loop;
 	struct MHD_Connection *mhd;
-	double head_deadline; /* monotonic ms; 0 = a request head is being handled */
+	double head_deadline;     /* monotonic ms; 0 = a request head is being handled */
 	struct conn *prev, *next; /* the loop's connections */
 	struct listener *listener;
 	char client_ip[64];
@@ -157,10 +157,10 @@ struct conn {
 	 * triggered on EPOLLRDHUP, the first time a request of the connection is
 	 * suspended waiting for the upstream; it stays registered until the
 	 * connection closes, so no epoll_ctl per request. */
-	struct req *req;      /* the request in progress (MHD has one at a time) */
-	struct evsrc hup;     /* fd -1: not registered */
-	bool hup_seen;        /* the peer hung up while nobody was watching */
-	bool hup_level;       /* re-armed level-triggered to report hup_seen */
+	struct req *req;  /* the request in progress (MHD has one at a time) */
+	struct evsrc hup; /* fd -1: not registered */
+	bool hup_seen;    /* the peer hung up while nobody was watching */
+	bool hup_level;   /* re-armed level-triggered to report hup_seen */
 };
 
 enum req_state {
@@ -227,10 +227,10 @@ struct req {
 	/* upstream: curl (easy) or the lean client (upc), see upstream.c */
 	struct upconn *upc;
 	CURL *easy;
-	unsigned long easy_gen; /* generation whose options the handle carries (0: none) */
+	unsigned long easy_gen;        /* generation whose options the handle carries (0: none) */
 	struct curl_slist *up_headers; /* one allocation: nodes and lines (free()) */
 	bool has_body;
-	bool upload_done;    /* client body fully received */
+	bool upload_done; /* client body fully received */
 	bool upload_eof_sent;
 	bool curl_read_paused;
 	bool curl_write_paused;
@@ -339,7 +339,7 @@ struct up_pool {
 	struct upconn *idle, *idle_tail; /* most recently used first */
 	int n_idle;
 	struct upconn *active;
-	struct upconn *dead; /* closed this round, freed by upstream_reap() */
+	struct upconn *dead;  /* closed this round, freed by upstream_reap() */
 	double next_deadline; /* monotonic ms, earliest active deadline or earlier; 0: none */
 };
 
@@ -351,9 +351,9 @@ void upstream_target_free(struct up_target *t);
 /* Starts r's exchange; r->up_headers holds the header lines (build_headers),
  * body_len: -1 none, -2 chunked, else Content-Length. */
 int upstream_start(struct req *r, long long body_len);
-void upstream_kick(struct req *r);   /* body bytes or the end of the body arrived */
+void upstream_kick(struct req *r);    /* body bytes or the end of the body arrived */
 void upstream_drained(struct req *r); /* room in r->down again */
-void upstream_abort(struct req *r);  /* closes the connection */
+void upstream_abort(struct req *r);   /* closes the connection */
 void upstream_event(struct upconn *c, uint32_t events);
 void upstream_expire(struct loop *l, double now); /* deadlines of active exchanges */
 void upstream_sweep_idle(struct loop *l, double now);

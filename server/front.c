@@ -87,7 +87,8 @@ static void notify_connection(void *cls, struct MHD_Connection *connection, void
 		loop_track_conn(ctx->loop, c, true);
 		ci = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 		if (ci != NULL)
-			addr_string(ci->client_addr, c->client_ip, sizeof(c->client_ip), &c->client_port);
+			addr_string(ci->client_addr, c->client_ip, sizeof(c->client_ip),
+				    &c->client_port);
 		ci = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_GNUTLS_SESSION);
 		if (ci != NULL && ci->tls_session != NULL && ctx->srv->tickets)
 			gnutls_session_ticket_enable_server(ci->tls_session, &ctx->srv->ticket_key);
@@ -386,7 +387,8 @@ static enum MHD_Result check_header(void *cls, enum MHD_ValueKind kind, const ch
 
 static char *basic_user_of(struct MHD_Connection *connection)
 {
-	const char *auth = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Authorization");
+	const char *auth =
+		MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Authorization");
 	unsigned char dec[MAX_BASIC_BYTES];
 	size_t n;
 	int len;
@@ -599,7 +601,8 @@ static enum MHD_Result start_request(struct req *r, const char *method, const ch
 		return answer(r, 500, 0, upload_data_size);
 	MHD_get_connection_values(r->mhd, MHD_HEADER_KIND, check_header, &hc);
 	if (hc.bad) {
-		logmsg("info", "request %s from %s: 400: invalid header name", r->id, r->conn->client_ip);
+		logmsg("info", "request %s from %s: 400: invalid header name", r->id,
+		       r->conn->client_ip);
 		return answer_reason(r, CM_REASON_BAD_REQUEST, upload_data_size);
 	}
 	if (hc.bytes + strlen(r->raw_target) > (size_t)g->cfg->server.max_request_head_bytes)
@@ -647,8 +650,8 @@ static enum MHD_Result decided(struct req *r, size_t *upload_data_size)
 static enum MHD_Result queue_upstream_response(struct req *r);
 static enum MHD_Result handle(struct req *r, const char *upload_data, size_t *upload_data_size);
 
-static enum MHD_Result access_handler(void *cls, struct MHD_Connection *connection,
-				      const char *url, const char *method, const char *version,
+static enum MHD_Result access_handler(void *cls, struct MHD_Connection *connection, const char *url,
+				      const char *method, const char *version,
 				      const char *upload_data, size_t *upload_data_size,
 				      void **con_cls)
 {
@@ -741,7 +744,8 @@ static bool skip_response_header(const struct req *r, const char *name)
 	    strcasecmp(name, "Date") == 0)
 		return true;
 	for (h = r->resp_headers; h != NULL; h = h->next)
-		if (strcasecmp(h->name, "Connection") == 0 && cm_http_connection_lists(h->value, name))
+		if (strcasecmp(h->name, "Connection") == 0 &&
+		    cm_http_connection_lists(h->value, name))
 			return true;
 	return false;
 }
@@ -808,9 +812,9 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
  * do) got a HelloRetryRequest — one more round trip and a slower curve in
  * nettle — on every full handshake and every resumption. X25519 first, the
  * NIST curves after it, FFDHE last. */
-#define TLS_PRIORITIES                                                                            \
-	"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-GROUP-ALL:+GROUP-X25519:+GROUP-SECP256R1:"   \
-	"+GROUP-SECP384R1:+GROUP-SECP521R1:+GROUP-X448:+GROUP-FFDHE2048:+GROUP-FFDHE3072:"        \
+#define TLS_PRIORITIES                                                                          \
+	"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-GROUP-ALL:+GROUP-X25519:+GROUP-SECP256R1:" \
+	"+GROUP-SECP384R1:+GROUP-SECP521R1:+GROUP-X448:+GROUP-FFDHE2048:+GROUP-FFDHE3072:"      \
 	"%SERVER_PRECEDENCE"
 
 struct MHD_Daemon *front_daemon_new(struct front_ctx *ctx, char **error)
@@ -826,17 +830,17 @@ struct MHD_Daemon *front_daemon_new(struct front_ctx *ctx, char **error)
 		MHD_USE_TLS | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_NO_LISTEN_SOCKET |
 			MHD_USE_ERROR_LOG,
 		0, NULL, NULL, access_handler, ctx, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
-		MHD_OPTION_HTTPS_MEM_KEY, ctx->li->key_pem,
-		MHD_OPTION_HTTPS_MEM_CERT, ctx->li->cert_pem, MHD_OPTION_HTTPS_MEM_TRUST,
-		ctx->li->trust_pem, MHD_OPTION_HTTPS_PRIORITIES, TLS_PRIORITIES,
-		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->server.connection_memory_bytes,
-		MHD_OPTION_CONNECTION_LIMIT, per_loop, MHD_OPTION_CONNECTION_TIMEOUT,
-		(unsigned int)cfg->server.request_header_timeout_s, MHD_OPTION_NOTIFY_CONNECTION,
-		notify_connection, ctx, MHD_OPTION_NOTIFY_COMPLETED, request_completed, ctx,
-		MHD_OPTION_URI_LOG_CALLBACK, uri_log, ctx, MHD_OPTION_END);
+		MHD_OPTION_HTTPS_MEM_KEY, ctx->li->key_pem, MHD_OPTION_HTTPS_MEM_CERT,
+		ctx->li->cert_pem, MHD_OPTION_HTTPS_MEM_TRUST, ctx->li->trust_pem,
+		MHD_OPTION_HTTPS_PRIORITIES, TLS_PRIORITIES, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+		(size_t)cfg->server.connection_memory_bytes, MHD_OPTION_CONNECTION_LIMIT, per_loop,
+		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->server.request_header_timeout_s,
+		MHD_OPTION_NOTIFY_CONNECTION, notify_connection, ctx, MHD_OPTION_NOTIFY_COMPLETED,
+		request_completed, ctx, MHD_OPTION_URI_LOG_CALLBACK, uri_log, ctx, MHD_OPTION_END);
 	gen_unref(g);
 	if (d == NULL)
-		*error = cm_strdup_printf("libmicrohttpd could not start TLS for %s:%d (certificate, key or trusted issuers unusable?)",
-					  ctx->li->ip, ctx->li->port);
+		*error = cm_strdup_printf(
+			"libmicrohttpd could not start TLS for %s:%d (certificate, key or trusted issuers unusable?)",
+			ctx->li->ip, ctx->li->port);
 	return d;
 }

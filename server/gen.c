@@ -89,7 +89,8 @@ struct gen *gen_new(const char *config_file, int n_engines, unsigned long id, ch
 
 		g->target = upstream_target_new(g->cfg->upstream.url, &why);
 		if (why != NULL)
-			logmsg("warning", "upstream %s: %s: libcurl serves it", g->cfg->upstream.url, why);
+			logmsg("warning", "upstream %s: %s: libcurl serves it",
+			       g->cfg->upstream.url, why);
 		free(why);
 	}
 	return g;

@@ -43,9 +43,9 @@ struct pending {
  * starts unregistered. */
 struct csock {
 	struct evsrc src;
-	uint32_t events;  /* registered interest */
+	uint32_t events; /* registered interest */
 	bool in_epoll;
-	bool wanted;      /* curl watches it now */
+	bool wanted; /* curl watches it now */
 };
 
 struct loop {
@@ -491,7 +491,8 @@ static void on_listen(struct loop *l, int li)
 		socklen_t alen = sizeof(addr);
 		struct epoll_event ev = {0};
 		int one = 1;
-		int fd = accept4(lis->fd, (struct sockaddr *)&addr, &alen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int fd = accept4(lis->fd, (struct sockaddr *)&addr, &alen,
+				 SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd < 0) {
 			if (errno == EMFILE || errno == ENFILE)
@@ -610,7 +611,8 @@ static void sweep_heads(struct loop *l, double now)
 
 			c->head_deadline = 0;
 			if (ci != NULL) {
-				logmsg("info", "closing %s: request head not complete in time", c->client_ip);
+				logmsg("info", "closing %s: request head not complete in time",
+				       c->client_ip);
 				shutdown(ci->connect_fd, SHUT_RDWR);
 			}
 		}

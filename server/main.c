@@ -23,21 +23,20 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: certmapd --config FILE [-t]\n"
-		"\n"
-		"Terminates TLS, requires and validates client certificates, maps them to\n"
-		"directory accounts, applies the access policy and reverse-proxies permitted\n"
-		"requests (IIS-style answers and logs).\n"
-		"\n"
-		"  -c, --config FILE   JSON configuration\n"
-		"  -t, --test          check the configuration (and TLS files) and exit:\n"
-		"                      0 valid, 2 invalid (one line per error)\n"
-		"  -h, --help          this text\n"
-		"  -V, --version       print the version\n"
-		"\n"
-		"signals: SIGHUP reload (held requests continue; a failed reload keeps the old\n"
-		"config), SIGUSR1 reopen log files, SIGTERM/SIGINT drain and stop.\n");
+	fprintf(f, "usage: certmapd --config FILE [-t]\n"
+		   "\n"
+		   "Terminates TLS, requires and validates client certificates, maps them to\n"
+		   "directory accounts, applies the access policy and reverse-proxies permitted\n"
+		   "requests (IIS-style answers and logs).\n"
+		   "\n"
+		   "  -c, --config FILE   JSON configuration\n"
+		   "  -t, --test          check the configuration (and TLS files) and exit:\n"
+		   "                      0 valid, 2 invalid (one line per error)\n"
+		   "  -h, --help          this text\n"
+		   "  -V, --version       print the version\n"
+		   "\n"
+		   "signals: SIGHUP reload (held requests continue; a failed reload keeps the old\n"
+		   "config), SIGUSR1 reopen log files, SIGTERM/SIGINT drain and stop.\n");
 }
 
 static char *read_pem(const char *path, bool secret, char **error)
@@ -101,12 +100,14 @@ static int check_tls_files(const struct cm_config *cfg)
 		    gnutls_certificate_allocate_credentials(&cred) == GNUTLS_E_SUCCESS) {
 			gnutls_datum_t c = {(unsigned char *)cert, (unsigned)strlen(cert)};
 			gnutls_datum_t k = {(unsigned char *)key, (unsigned)strlen(key)};
-			int rc = gnutls_certificate_set_x509_key_mem(cred, &c, &k, GNUTLS_X509_FMT_PEM);
+			int rc = gnutls_certificate_set_x509_key_mem(cred, &c, &k,
+								     GNUTLS_X509_FMT_PEM);
 
 			if (rc < 0)
-				error = cm_strdup_printf("certificate %s and key %s do not load as a pair: %s",
-							 cfg->listen[i].certificate, cfg->listen[i].key,
-							 gnutls_strerror(rc));
+				error = cm_strdup_printf(
+					"certificate %s and key %s do not load as a pair: %s",
+					cfg->listen[i].certificate, cfg->listen[i].key,
+					gnutls_strerror(rc));
 			gnutls_certificate_free_credentials(cred);
 		}
 		if (error != NULL) {
@@ -281,7 +282,8 @@ static int serve(struct server *srv)
 			unsigned char *key = NULL;
 			size_t len = 0;
 
-			if (cm_file_read(cfg->server.tls_ticket_key_file, 4096, &key, &len, &err) != 0 ||
+			if (cm_file_read(cfg->server.tls_ticket_key_file, 4096, &key, &len, &err) !=
+				    0 ||
 			    len < 64) {
 				logmsg("error", "%s: $.server.tls_ticket_key_file: %s", cfg->file,
 				       key ? "expected at least 64 bytes" : err.msg);
@@ -293,7 +295,8 @@ static int serve(struct server *srv)
 			srv->ticket_key.size = 64;
 			explicit_bzero(key, len);
 			free(key);
-		} else if (gnutls_session_ticket_key_generate(&srv->ticket_key) != GNUTLS_E_SUCCESS) {
+		} else if (gnutls_session_ticket_key_generate(&srv->ticket_key) !=
+			   GNUTLS_E_SUCCESS) {
 			logmsg("error", "cannot generate a TLS session ticket key");
 			return 1;
 		}
@@ -321,7 +324,8 @@ static int serve(struct server *srv)
 		logmsg("error", "cannot start the decision threads");
 		return 1;
 	}
-	n_loops = cfg->server.threads > 0 ? cfg->server.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+	n_loops =
+		cfg->server.threads > 0 ? cfg->server.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
 	if (n_loops < 1)
 		n_loops = 1;
 	if (n_loops > CMD_MAX_LOOPS)
@@ -353,7 +357,8 @@ static int serve(struct server *srv)
 		       srv->listeners[i].ip, srv->listeners[i].port, n_loops,
 		       cfg->server.decision_threads);
 	if (srv->admin != NULL) {
-		const union MHD_DaemonInfo *di = MHD_get_daemon_info(srv->admin, MHD_DAEMON_INFO_BIND_PORT);
+		const union MHD_DaemonInfo *di =
+			MHD_get_daemon_info(srv->admin, MHD_DAEMON_INFO_BIND_PORT);
 
 		logmsg("info", "admin listener on http://%s:%u", cfg->admin.address,
 		       di ? di->port : (unsigned)cfg->admin.port);
@@ -427,8 +432,10 @@ static void shutdown_server(struct server *srv)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"config", required_argument, NULL, 'c'}, {"test", no_argument, NULL, 't'},
-		{"help", no_argument, NULL, 'h'},         {"version", no_argument, NULL, 'V'},
+		{"config", required_argument, NULL, 'c'},
+		{"test", no_argument, NULL, 't'},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
 	};
 	struct server srv;
@@ -439,11 +446,21 @@ int main(int argc, char **argv)
 
 	while ((c = getopt_long(argc, argv, "c:thV", opts, NULL)) != -1) {
 		switch (c) {
-		case 'c': config = optarg; break;
-		case 't': test = true; break;
-		case 'h': usage(stdout); return 0;
-		case 'V': printf("certmapd %s\n", CERTMAP_VERSION); return 0;
-		default: usage(stderr); return 2;
+		case 'c':
+			config = optarg;
+			break;
+		case 't':
+			test = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("certmapd %s\n", CERTMAP_VERSION);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
 		}
 	}
 	if (optind < argc) {

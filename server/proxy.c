@@ -118,9 +118,8 @@ bool proxy_header_line(struct req *r, const char *data, size_t len)
 		int status = 0;
 
 		/* data is not NUL-terminated (the lean client's read buffer) */
-		for (const char *p = sp ? sp + 1 : data + len; p < data + len && *p >= '0' && *p <= '9' &&
-							   status < 100000;
-		     p++)
+		for (const char *p = sp ? sp + 1 : data + len;
+		     p < data + len && *p >= '0' && *p <= '9' && status < 100000; p++)
 			status = status * 10 + (*p - '0');
 		clear_headers(r);
 		r->up_status = status;
@@ -290,7 +289,7 @@ void proxy_abort(struct req *r)
 
 struct hdr_block {
 	bool fill;
-	size_t n, bytes;          /* counted */
+	size_t n, bytes; /* counted */
 	/* the client headers the first pass kept (MHD's strings, valid for the
 	 * request), so the second pass does not filter again */
 	const char *kept[2 * KEPT_MAX];
@@ -535,7 +534,8 @@ int proxy_start(struct req *r)
 	curl_easy_setopt(e, CURLOPT_NOBODY, strcmp(r->method, "HEAD") == 0 ? 1L : 0L);
 	if (r->has_body) {
 		curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
-		curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)(body_len < 0 ? -1 : body_len));
+		curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE,
+				 (curl_off_t)(body_len < 0 ? -1 : body_len));
 		curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
 		curl_easy_setopt(e, CURLOPT_READDATA, r);
 	} else {

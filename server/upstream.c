@@ -48,7 +48,7 @@ struct up_target {
 	struct sockaddr_storage addr[TARGET_MAX_ADDRS]; /* tried in order, as curl does */
 	socklen_t addrlen[TARGET_MAX_ADDRS];
 	int n_addr;
-	char *host;   /* Host header value */
+	char *host; /* Host header value */
 	size_t host_len;
 	char *prefix; /* path part of the URL without a trailing '/'; "" for none */
 	size_t prefix_len;
@@ -70,18 +70,18 @@ enum framing { UP_NONE, UP_LENGTH, UP_CHUNKED };
 struct upconn {
 	struct evsrc src; /* EV_UPSTREAM; fd */
 	struct loop *loop;
-	struct req *r;    /* NULL: idle */
+	struct req *r;              /* NULL: idle */
 	struct upconn *prev, *next; /* the pool's active or idle list */
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
-	int addr_index; /* in the target's addresses */
-	double deadline;       /* active: connect or exchange deadline; idle: drop time */
-	double total_deadline; /* upstream.timeout_s from the start of the exchange */
+	int addr_index;          /* in the target's addresses */
+	double deadline;         /* active: connect or exchange deadline; idle: drop time */
+	double total_deadline;   /* upstream.timeout_s from the start of the exchange */
 	double connect_deadline; /* CMD_UP_CONNECT_MS for the connect phase (all addresses) */
-	bool dead;       /* closed, waiting for upstream_reap() */
+	bool dead;               /* closed, waiting for upstream_reap() */
 	bool connecting;
-	bool reused;     /* taken from the pool for this exchange */
-	bool got_byte;   /* a response byte arrived for this exchange */
+	bool reused;   /* taken from the pool for this exchange */
+	bool got_byte; /* a response byte arrived for this exchange */
 	bool send_failed;
 	bool read_blocked; /* r->down was full */
 	/* request */
@@ -184,7 +184,8 @@ struct up_target *upstream_target_new(const char *url, char **why)
 	t = calloc(1, sizeof(*t));
 	if (t == NULL)
 		goto oom;
-	for (const struct addrinfo *a = ai; a != NULL && t->n_addr < TARGET_MAX_ADDRS; a = a->ai_next) {
+	for (const struct addrinfo *a = ai; a != NULL && t->n_addr < TARGET_MAX_ADDRS;
+	     a = a->ai_next) {
 		if (a->ai_addrlen > sizeof(t->addr[0]))
 			continue;
 		memcpy(&t->addr[t->n_addr], a->ai_addr, a->ai_addrlen);
@@ -196,8 +197,8 @@ struct up_target *upstream_target_new(const char *url, char **why)
 	if (port == 80)
 		t->host = cm_strdup_printf("%.*s", (int)(host_end - auth + (*auth == '[')), auth);
 	else
-		t->host = cm_strdup_printf("%.*s:%ld", (int)(host_end - auth + (*auth == '[')), auth,
-					   port);
+		t->host = cm_strdup_printf("%.*s:%ld", (int)(host_end - auth + (*auth == '[')),
+					   auth, port);
 	t->prefix_len = strlen(auth_end);
 	while (t->prefix_len > 0 && auth_end[t->prefix_len - 1] == '/')
 		t->prefix_len--;
@@ -330,8 +331,8 @@ static struct upconn *conn_new(struct loop *l, const struct sockaddr_storage *ad
 
 static bool reusable(const struct upconn *c)
 {
-	return c->rs == RS_DONE && c->sent_all && !c->send_failed && c->http11 &&
-	       !c->conn_close && c->in_start == c->in_end;
+	return c->rs == RS_DONE && c->sent_all && !c->send_failed && c->http11 && !c->conn_close &&
+	       c->in_start == c->in_end;
 }
 
 static void detach(struct upconn *c)
@@ -457,13 +458,13 @@ static int do_send(struct upconn *c)
 				c->fb_off = 0;
 				c->fb_len = 0;
 				if (pending > 0) {
-					c->fb_len = (size_t)snprintf(c->fb, sizeof(c->fb), "%s%zx\r\n",
-								     crlf, pending);
+					c->fb_len = (size_t)snprintf(c->fb, sizeof(c->fb),
+								     "%s%zx\r\n", crlf, pending);
 					c->chunk_left = pending;
 					c->chunk_open = true;
 				} else if (r->upload_done && !c->body_ended) {
-					c->fb_len = (size_t)snprintf(c->fb, sizeof(c->fb), "%s0\r\n\r\n",
-								     crlf);
+					c->fb_len = (size_t)snprintf(c->fb, sizeof(c->fb),
+								     "%s0\r\n\r\n", crlf);
 					c->chunk_open = false;
 					c->body_ended = true;
 				}
@@ -529,7 +530,8 @@ static size_t deliver(struct upconn *c, const unsigned char *data, size_t len, b
 	struct req *r = c->r;
 	size_t room;
 
-	if (r->client_gone || (r->down.data == NULL && (r->down.data = loop_buf_get(c->loop)) == NULL)) {
+	if (r->client_gone ||
+	    (r->down.data == NULL && (r->down.data = loop_buf_get(c->loop)) == NULL)) {
 		*err = true;
 		return 0;
 	}
@@ -570,7 +572,8 @@ static bool has_token(const char *v, size_t len, const char *token)
 	size_t tl = strlen(token);
 
 	for (size_t i = 0; i + tl <= len; i++)
-		if (strncasecmp(v + i, token, tl) == 0 && (i == 0 || v[i - 1] == ',' || v[i - 1] == ' ') &&
+		if (strncasecmp(v + i, token, tl) == 0 &&
+		    (i == 0 || v[i - 1] == ',' || v[i - 1] == ' ') &&
 		    (i + tl == len || v[i + tl] == ',' || v[i + tl] == ' ' || v[i + tl] == ';'))
 			return true;
 	return false;
@@ -589,9 +592,9 @@ static int head_line(struct upconn *c, const char *line, size_t len)
 	if (r->up_status == 0 && !(len >= 5 && memcmp(line, "HTTP/", 5) == 0))
 		return -2; /* no status line: not HTTP/1.x */
 	if (len >= 5 && memcmp(line, "HTTP/", 5) == 0) {
-		if (l < 12 || memcmp(line, "HTTP/1.", 7) != 0 || line[8] != ' ' ||
-		    line[9] < '1' || line[9] > '9' || line[10] < '0' || line[10] > '9' ||
-		    line[11] < '0' || line[11] > '9' || (l > 12 && line[12] != ' '))
+		if (l < 12 || memcmp(line, "HTTP/1.", 7) != 0 || line[8] != ' ' || line[9] < '1' ||
+		    line[9] > '9' || line[10] < '0' || line[10] > '9' || line[11] < '0' ||
+		    line[11] > '9' || (l > 12 && line[12] != ' '))
 			return -1;
 		c->http11 = line[7] == '1';
 		c->conn_close = c->resp_chunked = c->resp_length_known = false;
@@ -747,7 +750,8 @@ static int parse(struct upconn *c, CURLcode *rc)
 			*rc = CURLE_RECV_ERROR;
 			line = next_line(c, &len);
 			if (line == NULL)
-				return avail + c->trailer_bytes > CMD_MAX_UPSTREAM_HEAD_BYTES ? -1 : 0;
+				return avail + c->trailer_bytes > CMD_MAX_UPSTREAM_HEAD_BYTES ? -1
+											      : 0;
 			c->trailer_bytes += len;
 			if (c->trailer_bytes > CMD_MAX_UPSTREAM_HEAD_BYTES)
 				return -1;
@@ -897,7 +901,7 @@ static void start_on(struct req *r, struct upconn *c, char *head, size_t head_le
 	if (c->in == NULL)
 		c->in = loop_buf_get(c->loop);
 	set_deadline(c, c->connecting && c->connect_deadline < total_deadline ? c->connect_deadline
-									       : total_deadline);
+									      : total_deadline);
 	if (c->in == NULL) {
 		finish(c, CURLE_OUT_OF_MEMORY);
 		return;
@@ -915,7 +919,8 @@ static char *make_head(struct req *r, const struct up_target *t, long long body_
 		       size_t *out_len)
 {
 	size_t ml = strlen(r->method), pl = strlen(r->path), ql = r->query ? strlen(r->query) : 0;
-	size_t total = ml + 1 + t->prefix_len + pl + 1 + ql + 11 + 6 + t->host_len + 2 + 13 + 40 + 2 + 1;
+	size_t total =
+		ml + 1 + t->prefix_len + pl + 1 + ql + 11 + 6 + t->host_len + 2 + 13 + 40 + 2 + 1;
 	bool accept = false;
 	char *head, *w;
 
@@ -1018,7 +1023,9 @@ int upstream_start(struct req *r, long long body_len)
 		return 0;
 	}
 	start_on(r, c, head, head_len,
-		 body_len == -1 ? UP_NONE : body_len == -2 ? UP_CHUNKED : UP_LENGTH,
+		 body_len == -1   ? UP_NONE
+		 : body_len == -2 ? UP_CHUNKED
+				  : UP_LENGTH,
 		 body_len >= 0 ? (unsigned long long)body_len : 0, total);
 	return 0;
 }

@@ -58,8 +58,10 @@ static void print_human(const struct ctl_session *s, const struct cm_audit_repor
 		char *detail = cm_sanitize(f->detail ? f->detail : "", SHOWN_MAX);
 		char *subject = f->subject ? cm_sanitize(f->subject, SHOWN_MAX) : NULL;
 
-		printf("%-8s %s", f->level == CM_AUDIT_CRITICAL ? "CRITICAL"
-				  : f->level == CM_AUDIT_WARNING ? "WARNING" : "INFO",
+		printf("%-8s %s",
+		       f->level == CM_AUDIT_CRITICAL  ? "CRITICAL"
+		       : f->level == CM_AUDIT_WARNING ? "WARNING"
+						      : "INFO",
 		       cm_audit_kind_name(f->kind));
 		if (f->sha256[0] != '\0')
 			printf("  sha256 %s", f->sha256);
@@ -123,21 +125,17 @@ static void print_json(const struct ctl_session *s, const struct cm_audit_report
 int ctl_audit(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "config", required_argument, NULL, 'c' },
-		{ "group", required_argument, NULL, 'g' },
-		{ "json", no_argument, NULL, 'j' },
-		{ "fail-on", required_argument, NULL, 'f' },
-		{ "chain", required_argument, NULL, 'k' },
-		{ "at", required_argument, NULL, 'a' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+		{"config", required_argument, NULL, 'c'}, {"group", required_argument, NULL, 'g'},
+		{"json", no_argument, NULL, 'j'},         {"fail-on", required_argument, NULL, 'f'},
+		{"chain", required_argument, NULL, 'k'},  {"at", required_argument, NULL, 'a'},
+		{"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
 	};
 	const char *config = NULL, *group = NULL, *chain = NULL;
 	enum cm_audit_level fail_on = CM_AUDIT_CRITICAL;
 	struct ctl_session s;
 	struct cm_inventory inv;
 	struct cm_audit_report rep;
-	struct cm_err err = { "" };
+	struct cm_err err = {""};
 	time_t now = time(NULL);
 	bool json = false;
 	int c, rc;
@@ -147,26 +145,42 @@ int ctl_audit(int argc, char **argv)
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
-		case 'c': config = optarg; break;
-		case 'g': group = optarg; break;
-		case 'j': json = true; break;
-		case 'k': chain = optarg; break;
+		case 'c':
+			config = optarg;
+			break;
+		case 'g':
+			group = optarg;
+			break;
+		case 'j':
+			json = true;
+			break;
+		case 'k':
+			chain = optarg;
+			break;
 		case 'f':
 			if (cm_audit_level_parse(optarg, &fail_on) != 0) {
-				fprintf(stderr, "%s: --fail-on: expected critical, warning or info, "
-					"got '%s'\n", PROG, optarg);
+				fprintf(stderr,
+					"%s: --fail-on: expected critical, warning or info, "
+					"got '%s'\n",
+					PROG, optarg);
 				return CTL_EXIT_USAGE;
 			}
 			break;
 		case 'a':
 			if (ctl_parse_time(optarg, &now) != 0) {
-				fprintf(stderr, "%s: --at: expected ISO 8601 UTC like "
-					"2030-01-01T00:00:00Z, got '%s'\n", PROG, optarg);
+				fprintf(stderr,
+					"%s: --at: expected ISO 8601 UTC like "
+					"2030-01-01T00:00:00Z, got '%s'\n",
+					PROG, optarg);
 				return CTL_EXIT_USAGE;
 			}
 			break;
-		case 'h': audit_usage(stdout); return 0;
-		default: audit_usage(stderr); return CTL_EXIT_USAGE;
+		case 'h':
+			audit_usage(stdout);
+			return 0;
+		default:
+			audit_usage(stderr);
+			return CTL_EXIT_USAGE;
 		}
 	}
 	if (optind < argc) {

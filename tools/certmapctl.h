@@ -35,8 +35,8 @@ struct ctl_session {
  * first authorization.required_groups). Returns 0, or the exit code after
  * printing why: CTL_EXIT_USAGE (config, files, unknown or ambiguous group),
  * CTL_EXIT_DENY (directory unavailable). */
-int ctl_session_open(struct ctl_session *s, const char *prog, const char *config,
-		     const char *group, const char *intermediates, time_t now);
+int ctl_session_open(struct ctl_session *s, const char *prog, const char *config, const char *group,
+		     const char *intermediates, time_t now);
 void ctl_session_close(struct ctl_session *s);
 
 /* ISO 8601 UTC "2026-11-22T10:00:00Z" of t. */

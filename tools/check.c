@@ -58,16 +58,18 @@ static void print_human(const struct cm_decision *d, const char *config, bool tr
 		if (d->cert.issuer)
 			printf("  issuer:   %s\n", d->cert.issuer);
 		if (d->cert.serial)
-			printf("  serial:   %s   valid %s .. %s\n", d->cert.serial, d->cert.not_before,
-			       d->cert.not_after);
+			printf("  serial:   %s   valid %s .. %s\n", d->cert.serial,
+			       d->cert.not_before, d->cert.not_after);
 		printf("  sha256:   %s\n", d->cert.sha256);
 	}
 	if (d->revocation_status != NULL)
-		printf("  revocation: %s%s%s\n", d->revocation_status, d->revocation_source ? " via " : "",
+		printf("  revocation: %s%s%s\n", d->revocation_status,
+		       d->revocation_source ? " via " : "",
 		       d->revocation_source ? d->revocation_source : "");
 	if (d->user) {
-		printf("  user:     %s  (%s)%s%s\n", name ? name : "?", d->user->dn ? d->user->dn : "?",
-		       method ? "  via " : "", method ? method : "");
+		printf("  user:     %s  (%s)%s%s\n", name ? name : "?",
+		       d->user->dn ? d->user->dn : "?", method ? "  via " : "",
+		       method ? method : "");
 		if (d->user->upn)
 			printf("  upn:      %s\n", d->user->upn);
 	}
@@ -147,21 +149,41 @@ int ctl_check(int argc, char **argv)
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
-		case 'c': config = optarg; break;
-		case 'C': cert = optarg; break;
-		case 'n': chain = optarg; break;
-		case 'u': basic = optarg; break;
-		case 'p': path = optarg; break;
-		case 'j': json = true; break;
-		case 't': trace = true; break;
+		case 'c':
+			config = optarg;
+			break;
+		case 'C':
+			cert = optarg;
+			break;
+		case 'n':
+			chain = optarg;
+			break;
+		case 'u':
+			basic = optarg;
+			break;
+		case 'p':
+			path = optarg;
+			break;
+		case 'j':
+			json = true;
+			break;
+		case 't':
+			trace = true;
+			break;
 		case 'a':
 			if (ctl_parse_time(optarg, &now) != 0) {
-				fprintf(stderr, "certmapctl check: --at: expected ISO 8601 UTC like 2030-01-01T00:00:00Z, got '%s'\n", optarg);
+				fprintf(stderr,
+					"certmapctl check: --at: expected ISO 8601 UTC like 2030-01-01T00:00:00Z, got '%s'\n",
+					optarg);
 				return CTL_EXIT_USAGE;
 			}
 			break;
-		case 'h': check_usage(stdout); return 0;
-		default: check_usage(stderr); return CTL_EXIT_USAGE;
+		case 'h':
+			check_usage(stdout);
+			return 0;
+		default:
+			check_usage(stderr);
+			return CTL_EXIT_USAGE;
 		}
 	}
 	if (optind < argc) {
@@ -196,7 +218,9 @@ int ctl_check(int argc, char **argv)
 		d.reason = CM_REASON_ALLOWED;
 		d.status = 200;
 		d.method = CM_METHOD_NONE;
-		d.detail = cm_strdup_printf("location %s ignores client certificates: no decision, no identity", loc->path);
+		d.detail = cm_strdup_printf(
+			"location %s ignores client certificates: no decision, no identity",
+			loc->path);
 	} else {
 		struct cm_request req = {
 			.chain_der = (const unsigned char *const *)ders.der,

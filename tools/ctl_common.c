@@ -67,11 +67,11 @@ void ctl_ldap_stats_text(struct cm_dir *dir, char *buf, size_t size)
 		 st.modifies == 1 ? "y" : "ies");
 }
 
-int ctl_session_open(struct ctl_session *s, const char *prog, const char *config,
-		     const char *group, const char *intermediates, time_t now)
+int ctl_session_open(struct ctl_session *s, const char *prog, const char *config, const char *group,
+		     const char *intermediates, time_t now)
 {
-	struct cm_config_errors errs = { NULL, 0 };
-	struct cm_err err = { "" };
+	struct cm_config_errors errs = {NULL, 0};
+	struct cm_err err = {""};
 	enum cm_groups_status gs;
 
 	memset(s, 0, sizeof(*s));
@@ -85,8 +85,10 @@ int ctl_session_open(struct ctl_session *s, const char *prog, const char *config
 	}
 	if (group == NULL) {
 		if (s->cfg->authorization.required_groups.n == 0) {
-			fprintf(stderr, "%s: no --group, and %s has no "
-				"authorization.required_groups\n", prog, config);
+			fprintf(stderr,
+				"%s: no --group, and %s has no "
+				"authorization.required_groups\n",
+				prog, config);
 			return CTL_EXIT_USAGE;
 		}
 		group = s->cfg->authorization.required_groups.v[0];

@@ -64,7 +64,7 @@ struct req {
 	struct MHD_Connection *conn;
 	uint64_t no;
 	char *raw_uri;
-	double t0_ms; /* monotonic, when MHD parsed the request line */
+	double t0_ms;                       /* monotonic, when MHD parsed the request line */
 	double first_body_ms, last_body_ms; /* relative to t0_ms; < 0: no body */
 	uint64_t body_bytes;
 	EVP_MD_CTX *sha;
@@ -82,7 +82,7 @@ struct lab {
 	struct MHD_Response *bench_resp;
 	atomic_uint_fast64_t requests;
 	atomic_int draining; /* held requests released by shutdown and not yet completed */
-	pthread_mutex_t mu; /* guards everything below */
+	pthread_mutex_t mu;  /* guards everything below */
 	pthread_cond_t cv;
 	struct req **heap; /* min-heap on deadline_ms */
 	size_t heap_len, heap_cap;
@@ -759,10 +759,14 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"listen", required_argument, NULL, 'l'},   {"tls-cert", required_argument, NULL, 'c'},
-		{"tls-key", required_argument, NULL, 'k'},  {"max-hold", required_argument, NULL, 'm'},
-		{"threads", required_argument, NULL, 't'},  {"quiet", no_argument, NULL, 'q'},
-		{"help", no_argument, NULL, 'h'},	     {NULL, 0, NULL, 0},
+		{"listen", required_argument, NULL, 'l'},
+		{"tls-cert", required_argument, NULL, 'c'},
+		{"tls-key", required_argument, NULL, 'k'},
+		{"max-hold", required_argument, NULL, 'm'},
+		{"threads", required_argument, NULL, 't'},
+		{"quiet", no_argument, NULL, 'q'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
 	};
 	static struct lab lab;
 	const char *listen_arg = NULL, *cert_path = NULL, *key_path = NULL;
@@ -869,9 +873,10 @@ int main(int argc, char **argv)
 		flags, 0, NULL, NULL, access_cb, &lab, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, &lab,
 		MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_URI_LOG_CALLBACK, uri_cb,
 		&lab, MHD_OPTION_NOTIFY_COMPLETED, completed_cb, &lab, MHD_OPTION_THREAD_POOL_SIZE,
-		(unsigned int)threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)LAB_MAX_CONNECTIONS,
-		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)LAB_CONN_MEMORY_BYTES,
-		MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096U, MHD_OPTION_CONNECTION_TIMEOUT,
+		(unsigned int)threads, MHD_OPTION_CONNECTION_LIMIT,
+		(unsigned int)LAB_MAX_CONNECTIONS, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+		(size_t)LAB_CONN_MEMORY_BYTES, MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096U,
+		MHD_OPTION_CONNECTION_TIMEOUT,
 		(unsigned int)(lab.max_hold_s + 3 * 3600), /* idle keep-alive, as EAS proxies */
 		MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
 	if (d == NULL)

@@ -175,7 +175,7 @@ static int add_source(struct run *r, const char *file, const char *account, size
 /* Reads the sources; an exit code on a usage error, else 0. */
 static int load_sources(struct run *r, const char *cert, const char *cert_dir, const char *map)
 {
-	struct cm_err err = { "" };
+	struct cm_err err = {""};
 
 	if (cert != NULL) {
 		if (add_source(r, cert, NULL, 0) != 0)
@@ -203,8 +203,9 @@ static int load_sources(struct run *r, const char *cert, const char *cert_dir, c
 		}
 		free(files);
 		if (n == 0)
-			notice_add(&r->notes, false, cert_dir, NULL,
-				   "no certificate files (*.pem *.cer *.crt *.der) in the directory");
+			notice_add(
+				&r->notes, false, cert_dir, NULL,
+				"no certificate files (*.pem *.cer *.crt *.der) in the directory");
 	} else if (map != NULL) {
 		struct cm_pub_map m;
 
@@ -268,8 +269,8 @@ static void apply(struct run *r)
 	for (size_t i = 0; i < r->plan.n; i++) {
 		struct cm_pub_change *c = &r->plan.v[i];
 		const struct cm_inv_account *a = &r->inv.accounts[c->account];
-		struct cm_dir_value val = { (unsigned char *)(uintptr_t)c->der, c->len };
-		struct cm_err err = { "" };
+		struct cm_dir_value val = {(unsigned char *)(uintptr_t)c->der, c->len};
+		struct cm_err err = {""};
 		enum cm_dir_status st;
 		int code = 0;
 
@@ -286,7 +287,8 @@ static void apply(struct run *r)
 			continue;
 		}
 		st = cm_dir_modify_values(r->s.dir, a->dn, attr,
-					  c->action == CM_PUB_ADD ? CM_DIR_MOD_ADD : CM_DIR_MOD_DELETE,
+					  c->action == CM_PUB_ADD ? CM_DIR_MOD_ADD
+								  : CM_DIR_MOD_DELETE,
 					  &val, 1, &code, NULL, &err);
 		switch (st) {
 		case CM_DIR_OK:
@@ -356,8 +358,8 @@ static void print_human(struct run *r)
 			       why);
 		else if (c->result == CM_PUB_FAILED || c->result == CM_PUB_SKIPPED)
 			printf("  %-7s %s %s  sha256 %s: %s\n",
-			       c->result == CM_PUB_FAILED ? "FAILED" : "SKIPPED", verb, dn, c->sha256,
-			       c->error ? c->error : "");
+			       c->result == CM_PUB_FAILED ? "FAILED" : "SKIPPED", verb, dn,
+			       c->sha256, c->error ? c->error : "");
 		else
 			printf("  %s %s  sha256 %s%s\n          why: %s\n", verb, dn, c->sha256,
 			       c->result == CM_PUB_ALREADY ? " (already so)" : "", why);
@@ -398,8 +400,8 @@ static void print_json(struct run *r)
 		const struct cm_inv_account *a = &r->inv.accounts[c->account];
 		json_t *j = json_object();
 
-		json_object_set_new(j, "action", json_string(c->action == CM_PUB_ADD ? "add"
-										     : "delete"));
+		json_object_set_new(j, "action",
+				    json_string(c->action == CM_PUB_ADD ? "add" : "delete"));
 		json_object_set_new(j, "dn", ctl_json_str(a->dn));
 		json_object_set_new(j, "account", ctl_json_str(a->name));
 		json_object_set_new(j, "attribute", json_string(attr));
@@ -407,11 +409,12 @@ static void print_json(struct run *r)
 		json_object_set_new(j, "subject", ctl_json_str(c->subject));
 		json_object_set_new(j, "why", json_string(cm_pub_why_name(c->why)));
 		json_object_set_new(j, "reason", ctl_json_str(c->reason));
-		json_object_set_new(j, "file", c->source != CM_PUB_NONE
-						       ? ctl_json_str(r->src[c->source].file)
-						       : json_null());
-		json_object_set_new(j, "result", json_string(r->dry_run ? "planned"
-								: cm_pub_result_name(c->result)));
+		json_object_set_new(j, "file",
+				    c->source != CM_PUB_NONE ? ctl_json_str(r->src[c->source].file)
+							     : json_null());
+		json_object_set_new(
+			j, "result",
+			json_string(r->dry_run ? "planned" : cm_pub_result_name(c->result)));
 		json_object_set_new(j, "error", ctl_json_str(c->error));
 		json_array_append_new(changes, j);
 	}
@@ -419,8 +422,8 @@ static void print_json(struct run *r)
 		const struct notice *n = &r->notes.v[i];
 
 		json_array_append_new(n->error ? errors : warnings,
-				      json_pack("{s:o,s:o,s:o}", "file", ctl_json_str(n->file), "dn",
-						ctl_json_str(n->dn), "message",
+				      json_pack("{s:o,s:o,s:o}", "file", ctl_json_str(n->file),
+						"dn", ctl_json_str(n->dn), "message",
 						ctl_json_str(n->message)));
 	}
 	json_object_set_new(o, "group", ctl_json_str(r->s.group_dn));
@@ -469,26 +472,26 @@ static void source_notices(struct run *r, bool one_for_all)
 int ctl_publish(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "config", required_argument, NULL, 'c' },
-		{ "group", required_argument, NULL, 'g' },
-		{ "cert", required_argument, NULL, 'C' },
-		{ "cert-dir", required_argument, NULL, 'd' },
-		{ "map", required_argument, NULL, 'm' },
-		{ "prune", no_argument, NULL, 'p' },
-		{ "replace-expired", no_argument, NULL, 'r' },
-		{ "dry-run", no_argument, NULL, 'n' },
-		{ "json", no_argument, NULL, 'j' },
-		{ "log", required_argument, NULL, 'l' },
-		{ "chain", required_argument, NULL, 'k' },
-		{ "at", required_argument, NULL, 'a' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+		{"config", required_argument, NULL, 'c'},
+		{"group", required_argument, NULL, 'g'},
+		{"cert", required_argument, NULL, 'C'},
+		{"cert-dir", required_argument, NULL, 'd'},
+		{"map", required_argument, NULL, 'm'},
+		{"prune", no_argument, NULL, 'p'},
+		{"replace-expired", no_argument, NULL, 'r'},
+		{"dry-run", no_argument, NULL, 'n'},
+		{"json", no_argument, NULL, 'j'},
+		{"log", required_argument, NULL, 'l'},
+		{"chain", required_argument, NULL, 'k'},
+		{"at", required_argument, NULL, 'a'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
 	};
 	const char *config = NULL, *group = NULL, *cert = NULL, *cert_dir = NULL, *map = NULL;
 	const char *log_file = NULL, *chain = NULL;
-	struct cm_pub_options popt = { false, false };
+	struct cm_pub_options popt = {false, false};
 	struct run r;
-	struct cm_err err = { "" };
+	struct cm_err err = {""};
 	enum cm_pub_mode mode = CM_PUB_MODE_CERT;
 	time_t now = time(NULL);
 	int c, n_sources, rc = CTL_EXIT_USAGE;
@@ -497,26 +500,54 @@ int ctl_publish(int argc, char **argv)
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
-		case 'c': config = optarg; break;
-		case 'g': group = optarg; break;
-		case 'C': cert = optarg; break;
-		case 'd': cert_dir = optarg; break;
-		case 'm': map = optarg; break;
-		case 'p': popt.prune = true; break;
-		case 'r': popt.replace_expired = true; break;
-		case 'n': r.dry_run = true; break;
-		case 'j': r.json = true; break;
-		case 'l': log_file = optarg; break;
-		case 'k': chain = optarg; break;
+		case 'c':
+			config = optarg;
+			break;
+		case 'g':
+			group = optarg;
+			break;
+		case 'C':
+			cert = optarg;
+			break;
+		case 'd':
+			cert_dir = optarg;
+			break;
+		case 'm':
+			map = optarg;
+			break;
+		case 'p':
+			popt.prune = true;
+			break;
+		case 'r':
+			popt.replace_expired = true;
+			break;
+		case 'n':
+			r.dry_run = true;
+			break;
+		case 'j':
+			r.json = true;
+			break;
+		case 'l':
+			log_file = optarg;
+			break;
+		case 'k':
+			chain = optarg;
+			break;
 		case 'a':
 			if (ctl_parse_time(optarg, &now) != 0) {
-				fprintf(stderr, "%s: --at: expected ISO 8601 UTC like "
-					"2030-01-01T00:00:00Z, got '%s'\n", PROG, optarg);
+				fprintf(stderr,
+					"%s: --at: expected ISO 8601 UTC like "
+					"2030-01-01T00:00:00Z, got '%s'\n",
+					PROG, optarg);
 				return CTL_EXIT_USAGE;
 			}
 			break;
-		case 'h': publish_usage(stdout); return 0;
-		default: publish_usage(stderr); return CTL_EXIT_USAGE;
+		case 'h':
+			publish_usage(stdout);
+			return 0;
+		default:
+			publish_usage(stderr);
+			return CTL_EXIT_USAGE;
 		}
 	}
 	if (optind < argc) {
@@ -539,11 +570,13 @@ int ctl_publish(int argc, char **argv)
 		return CTL_EXIT_USAGE;
 	}
 	if (n_sources == 0 && popt.replace_expired) {
-		fprintf(stderr, "%s: --replace-expired needs a source (--cert, --cert-dir, --map)\n",
-			PROG);
+		fprintf(stderr,
+			"%s: --replace-expired needs a source (--cert, --cert-dir, --map)\n", PROG);
 		return CTL_EXIT_USAGE;
 	}
-	mode = cert_dir != NULL ? CM_PUB_MODE_DIR : map != NULL ? CM_PUB_MODE_MAP : CM_PUB_MODE_CERT;
+	mode = cert_dir != NULL ? CM_PUB_MODE_DIR
+	       : map != NULL    ? CM_PUB_MODE_MAP
+				: CM_PUB_MODE_CERT;
 	if (log_file != NULL) {
 		r.log.f = fopen(log_file, "ae");
 		if (r.log.f == NULL) {
@@ -598,10 +631,12 @@ int ctl_publish(int argc, char **argv)
 		char ops[160];
 
 		ctl_ldap_stats_text(r.s.dir, ops, sizeof(ops));
-		log_line(&r.log, "end: %zu %s, %zu %s, %zu already in place, %zu failed, %zu "
-			 "skipped, %zu errors; %s", r.added, r.dry_run ? "to add" : "added",
-			 r.removed, r.dry_run ? "to remove" : "removed", r.plan.present, r.failed,
-			 r.skipped, r.notes.errors, ops);
+		log_line(&r.log,
+			 "end: %zu %s, %zu %s, %zu already in place, %zu failed, %zu "
+			 "skipped, %zu errors; %s",
+			 r.added, r.dry_run ? "to add" : "added", r.removed,
+			 r.dry_run ? "to remove" : "removed", r.plan.present, r.failed, r.skipped,
+			 r.notes.errors, ops);
 	}
 	rc = r.failed > 0 || r.skipped > 0 || r.notes.errors > 0 ? CTL_EXIT_DENY : 0;
 out:

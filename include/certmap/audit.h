@@ -42,7 +42,7 @@ struct cm_audit_finding {
 	char sha256[65]; /* "" when the finding is about no certificate in particular */
 	char **dns;      /* accounts, sorted */
 	size_t n_dns;
-	char *subject;   /* of the certificate, or NULL */
+	char *subject; /* of the certificate, or NULL */
 	char *detail;
 };
 

@@ -17,14 +17,14 @@
 struct cm_auditlog;
 
 int cm_auditlog_open(const char *path, struct cm_auditlog **out, struct cm_err *err);
-void cm_auditlog_write(struct cm_auditlog *log, const struct timespec *when,
-		       const char *client_ip, const char *request_id, const struct cm_decision *d);
+void cm_auditlog_write(struct cm_auditlog *log, const struct timespec *when, const char *client_ip,
+		       const char *request_id, const struct cm_decision *d);
 int cm_auditlog_reopen(struct cm_auditlog *log, struct cm_err *err);
 void cm_auditlog_flush(struct cm_auditlog *log);
 void cm_auditlog_close(struct cm_auditlog *log);
 
 /* The line's JSON object (new reference); exposed for tests. */
-json_t *cm_auditlog_json(const struct timespec *when, const char *client_ip,
-			 const char *request_id, const struct cm_decision *d);
+json_t *cm_auditlog_json(const struct timespec *when, const char *client_ip, const char *request_id,
+			 const struct cm_decision *d);
 
 #endif

@@ -57,19 +57,21 @@ void cm_cache_key(const unsigned char *const *der, const size_t *len, size_t n,
 		  const char *basic_user, bool use_basic, unsigned char key[CM_CACHE_KEY_BYTES]);
 
 enum cm_cache_status {
-	CM_CACHE_STATUS_HIT,       /* *out holds a new reference */
-	CM_CACHE_STATUS_LEADER,    /* compute, then cm_cache_put() (always) */
-	CM_CACHE_STATUS_WAITING,   /* fn(arg, verdict) will be called once */
+	CM_CACHE_STATUS_HIT,     /* *out holds a new reference */
+	CM_CACHE_STATUS_LEADER,  /* compute, then cm_cache_put() (always) */
+	CM_CACHE_STATUS_WAITING, /* fn(arg, verdict) will be called once */
 };
 
 /* fn receives a new reference (or NULL when the cache is freed first). */
 typedef void (*cm_cache_ready_fn)(void *arg, struct cm_verdict *v);
 
-enum cm_cache_status cm_cache_get(struct cm_cache *cache, const unsigned char key[CM_CACHE_KEY_BYTES],
+enum cm_cache_status cm_cache_get(struct cm_cache *cache,
+				  const unsigned char key[CM_CACHE_KEY_BYTES],
 				  struct cm_verdict **out, cm_cache_ready_fn fn, void *arg);
 /* A ready, unexpired verdict for key (new reference), or NULL. No side
  * effects: a miss registers nothing. */
-struct cm_verdict *cm_cache_peek(struct cm_cache *cache, const unsigned char key[CM_CACHE_KEY_BYTES]);
+struct cm_verdict *cm_cache_peek(struct cm_cache *cache,
+				 const unsigned char key[CM_CACHE_KEY_BYTES]);
 
 /* Stores v (unless it must not be cached) and calls the waiters. not_after:
  * the leaf's notAfter (0 = unknown). Does not take the caller's reference. */

@@ -57,7 +57,7 @@ struct cm_config {
 	size_t n_listen;
 
 	struct {
-		bool enabled; /* key present */
+		bool enabled;  /* key present */
 		char *address; /* default "127.0.0.1" */
 		int port;      /* default 9090 */
 	} admin;
@@ -82,17 +82,17 @@ struct cm_config {
 	size_t n_locations;
 
 	struct {
-		struct cm_strlist uris; /* at least one; ldap:// or ldaps:// */
+		struct cm_strlist uris;  /* at least one; ldap:// or ldaps:// */
 		enum cm_dialect dialect; /* default ad */
 		char *base_dn;           /* required */
 		char *bind_dn;           /* NULL = anonymous */
 		char *bind_password_file;
-		char *bind_password;     /* read from the file at load; wiped on free */
-		char *ca_file;           /* NULL = system default */
-		bool starttls;           /* default false */
-		int timeout_ms;          /* default 3000 */
-		char *netbios_domain;    /* NULL = not checked */
-		char *dns_domain;        /* derived from the DC= parts of base_dn */
+		char *bind_password;  /* read from the file at load; wiped on free */
+		char *ca_file;        /* NULL = system default */
+		bool starttls;        /* default false */
+		int timeout_ms;       /* default 3000 */
+		char *netbios_domain; /* NULL = not checked */
+		char *dns_domain;     /* derived from the DC= parts of base_dn */
 	} directory;
 
 	struct {
@@ -102,8 +102,8 @@ struct cm_config {
 	} mapping;
 
 	struct {
-		struct cm_strlist required_groups; /* DNs */
-		bool check_account_state;          /* default true */
+		struct cm_strlist required_groups;        /* DNs */
+		bool check_account_state;                 /* default true */
 		enum cm_basic_binding basic_user_binding; /* default off */
 	} authorization;
 
@@ -111,9 +111,9 @@ struct cm_config {
 		bool present;
 		char *url;
 		char *ca_file;
-		bool verify;       /* default true */
+		bool verify;               /* default true */
 		enum cm_identity identity; /* default basic */
-		long timeout_s;    /* default 10800 */
+		long timeout_s;            /* default 10800 */
 	} upstream;
 
 	struct {
@@ -129,17 +129,17 @@ struct cm_config {
 
 	/* certmapd tuning (extension; every key optional). */
 	struct {
-		int threads;              /* event loops; default 0 = one per CPU */
-		int decision_threads;     /* directory lookups run here; default 4 */
-		int max_connections;      /* default 10000 */
+		int threads;                 /* event loops; default 0 = one per CPU */
+		int decision_threads;        /* directory lookups run here; default 4 */
+		int max_connections;         /* default 10000 */
 		int connection_memory_bytes; /* per-connection buffer (request head); default 16384 */
-		int client_timeout_s;     /* idle client connection; default 10800 */
-		int handshake_timeout_s;  /* TCP accept to first TLS byte; default 10 */
+		int client_timeout_s;        /* idle client connection; default 10800 */
+		int handshake_timeout_s;     /* TCP accept to first TLS byte; default 10 */
 		int request_header_timeout_s; /* TLS handshake + first request head; default 30 */
-		int shutdown_timeout_s;   /* SIGTERM drain deadline; default 30 */
-		int max_request_head_bytes; /* 431 above; default 16384 */
-		bool tls_session_tickets; /* default true */
-		char *tls_ticket_key_file; /* NULL = a random key per process */
+		int shutdown_timeout_s;       /* SIGTERM drain deadline; default 30 */
+		int max_request_head_bytes;   /* 431 above; default 16384 */
+		bool tls_session_tickets;     /* default true */
+		char *tls_ticket_key_file;    /* NULL = a random key per process */
 	} server;
 
 	enum cm_errors_mode errors; /* default custom */

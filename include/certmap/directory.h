@@ -24,10 +24,10 @@
 #include "certmap/trace.h"
 #include "certmap/util.h"
 
-#define CM_DIR_MAX_ENTRIES 64      /* default size limit of a search */
+#define CM_DIR_MAX_ENTRIES 64                  /* default size limit of a search */
 #define CM_DIR_MAX_VALUE_BYTES (1024u * 1024u) /* one attribute value */
-#define CM_DIR_PAGE_ENTRIES 1000  /* default page of a paged search (AD MaxPageSize) */
-#define CM_DIR_MAX_PAGED_ENTRIES 10000000u /* default bound of a whole paged search */
+#define CM_DIR_PAGE_ENTRIES 1000               /* default page of a paged search (AD MaxPageSize) */
+#define CM_DIR_MAX_PAGED_ENTRIES 10000000u     /* default bound of a whole paged search */
 
 enum cm_dir_scope { CM_DIR_SCOPE_BASE, CM_DIR_SCOPE_ONE, CM_DIR_SCOPE_SUBTREE };
 

@@ -40,7 +40,7 @@ struct cm_decision {
 	enum cm_reason reason;
 	int status;
 	int substatus;
-	char *detail; /* one line for people; may be NULL */
+	char *detail;          /* one line for people; may be NULL */
 	enum cm_method method; /* CM_METHOD_NONE when nothing mapped */
 	struct cm_user *user;  /* filled once mapping succeeded, else NULL */
 	bool has_cert;

@@ -25,8 +25,8 @@
 #include "certmap/trace.h"
 #include "certmap/util.h"
 
-#define CM_GROUPS_MAX_DEPTH 16    /* group nesting levels walked (rfc4523) */
-#define CM_GROUPS_MAX_GROUPS 512  /* groups collected by one upward walk (rfc4523) */
+#define CM_GROUPS_MAX_DEPTH 16   /* group nesting levels walked (rfc4523) */
+#define CM_GROUPS_MAX_GROUPS 512 /* groups collected by one upward walk (rfc4523) */
 
 enum cm_groups_status {
 	CM_GROUPS_OK = 0,

@@ -26,16 +26,15 @@ enum cm_ocsp_status { CM_OCSP_GOOD, CM_OCSP_REVOKED, CM_OCSP_UNKNOWN };
 struct cm_ocsp_answer {
 	enum cm_ocsp_status status; /* certStatus of our CertID */
 	time_t this_update;
-	time_t next_update;        /* 0 when the response has none */
-	time_t revocation_time;    /* REVOKED only */
-	int revocation_reason;     /* CRLReason code, -1 when absent */
-	char signer[256];          /* "issuer" or the delegated responder's subject */
+	time_t next_update;     /* 0 when the response has none */
+	time_t revocation_time; /* REVOKED only */
+	int revocation_reason;  /* CRLReason code, -1 when absent */
+	char signer[256];       /* "issuer" or the delegated responder's subject */
 };
 
 /* DER OCSPRequest for cert (issued by issuer), SHA-1 CertID as RFC 5019
  * profiles, no nonce (answers are cached). 0 or -1 (err). */
-int cm_ocsp_request(X509 *cert, X509 *issuer, unsigned char **der, size_t *len,
-		    struct cm_err *err);
+int cm_ocsp_request(X509 *cert, X509 *issuer, unsigned char **der, size_t *len, struct cm_err *err);
 
 /* Checks a DER OCSPResponse for cert/issuer as described above. trust: the
  * anchors (a delegated responder cert must chain to them; the response's
@@ -44,9 +43,9 @@ int cm_ocsp_request(X509 *cert, X509 *issuer, unsigned char **der, size_t *len,
  * "signature does not verify", "signer is not authorized by the issuer",
  * "responseStatus unauthorized", "no answer for this certificate",
  * "stale: nextUpdate 2026-…", "not DER"). */
-int cm_ocsp_check(const unsigned char *der, size_t len, X509 *cert, X509 *issuer,
-		  X509_STORE *trust, STACK_OF(X509) *untrusted, time_t now,
-		  struct cm_ocsp_answer *out, struct cm_err *err);
+int cm_ocsp_check(const unsigned char *der, size_t len, X509 *cert, X509 *issuer, X509_STORE *trust,
+		  STACK_OF(X509) *untrusted, time_t now, struct cm_ocsp_answer *out,
+		  struct cm_err *err);
 
 /* OCSP responder URLs from the AIA extension (http:// and others as
  * written), NULL-terminated malloc'd array of malloc'd strings, or NULL

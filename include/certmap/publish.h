@@ -67,20 +67,20 @@ enum cm_pub_how {
 
 struct cm_pub_source {
 	char *file;
-	char *account;    /* --map: the account named; else NULL */
-	size_t line;      /* --map line, else 0 */
+	char *account;      /* --map: the account named; else NULL */
+	size_t line;        /* --map line, else 0 */
 	unsigned char *der; /* the first certificate of the file */
 	size_t len;
 	char sha256[65];
-	char *upn_san;    /* from the certificate, or NULL */
+	char *upn_san; /* from the certificate, or NULL */
 	char *email_san;
 	struct cm_inv_class cls;
 	/* matching */
 	size_t target; /* account index, CM_PUB_NONE (HOW_ALL: every member) */
 	enum cm_pub_how how;
-	char *skip;  /* why it is not published; NULL = published */
-	bool error;  /* skip is an error (exit 1), else a warning */
-	char *note;  /* published, with this warning (e.g. not yet valid) */
+	char *skip; /* why it is not published; NULL = published */
+	bool error; /* skip is an error (exit 1), else a warning */
+	char *note; /* published, with this warning (e.g. not yet valid) */
 };
 
 /* Reads and classifies one file into *out (always initialized). A file that
@@ -120,22 +120,22 @@ enum cm_pub_result {
 struct cm_pub_change {
 	enum cm_pub_action action;
 	enum cm_pub_why why;
-	size_t account;            /* index in the inventory */
-	const unsigned char *der;  /* borrowed from a source or the inventory */
+	size_t account;           /* index in the inventory */
+	const unsigned char *der; /* borrowed from a source or the inventory */
 	size_t len;
 	char sha256[65];
-	const char *subject;       /* borrowed; may be NULL */
-	size_t source;             /* adds: index of the source; else CM_PUB_NONE */
-	char *reason;              /* human text */
+	const char *subject; /* borrowed; may be NULL */
+	size_t source;       /* adds: index of the source; else CM_PUB_NONE */
+	char *reason;        /* human text */
 	enum cm_pub_result result;
-	char *error;               /* FAILED/SKIPPED: why */
+	char *error; /* FAILED/SKIPPED: why */
 };
 
 struct cm_pub_plan {
 	struct cm_pub_change *v;
 	size_t n;
-	size_t present;   /* (account, cert) pairs already in place */
-	size_t targeted;  /* members that got at least one source */
+	size_t present;  /* (account, cert) pairs already in place */
+	size_t targeted; /* members that got at least one source */
 };
 
 struct cm_pub_options {
@@ -145,8 +145,8 @@ struct cm_pub_options {
 
 /* Builds the plan: per account (inventory order) its adds, then its
  * replacements' deletes; prune deletes for non-members. -1 out of memory. */
-int cm_pub_plan_build(const struct cm_inventory *inv, const struct cm_pub_source *src,
-		      size_t n_src, const struct cm_pub_options *opt, struct cm_pub_plan *out);
+int cm_pub_plan_build(const struct cm_inventory *inv, const struct cm_pub_source *src, size_t n_src,
+		      const struct cm_pub_options *opt, struct cm_pub_plan *out);
 void cm_pub_plan_free(struct cm_pub_plan *plan);
 
 const char *cm_pub_how_name(enum cm_pub_how how);

@@ -43,39 +43,39 @@
 #include "certmap/util.h"
 #include "certmap/x509.h"
 
-#define CM_REV_RETRY_S 30             /* a failed URL is not asked again sooner */
-#define CM_REV_OCSP_MAX_AGE_S 300     /* keep an answer without nextUpdate this long */
+#define CM_REV_RETRY_S 30         /* a failed URL is not asked again sooner */
+#define CM_REV_OCSP_MAX_AGE_S 300 /* keep an answer without nextUpdate this long */
 #define CM_REV_MAX_CRL_BYTES (64u * 1024u * 1024u)
 #define CM_REV_MAX_OCSP_BYTES (1024u * 1024u)
-#define CM_REV_MAX_CDP_CRLS 256       /* distinct CDP/delta URLs kept */
+#define CM_REV_MAX_CDP_CRLS 256 /* distinct CDP/delta URLs kept */
 #define CM_REV_MAX_OCSP_ANSWERS 100000
-#define CM_REV_UNUSED_DROP_S 86400    /* CDP CRLs not used for a day are not refreshed */
+#define CM_REV_UNUSED_DROP_S 86400 /* CDP CRLs not used for a day are not refreshed */
 
 struct cm_revstore;
 struct cm_dir;
 
 /* Summary of one check, for audit lines and `check` JSON. */
 struct cm_rev_result {
-	enum cm_reason reason;   /* ALLOWED, REVOKED or REVOCATION_UNKNOWN */
-	const char *status;      /* "off", "good", "revoked", "unknown" (static) */
-	char source[512];        /* what decided: "CRL file /x.crl", "CDP http://…",
+	enum cm_reason reason; /* ALLOWED, REVOKED or REVOCATION_UNKNOWN */
+	const char *status;    /* "off", "good", "revoked", "unknown" (static) */
+	char source[512];      /* what decided: "CRL file /x.crl", "CDP http://…",
 				  * "OCSP http://…"; for unknown the first failure; "" for off */
 };
 
 /* Counters and gauges for /metrics. */
 struct cm_rev_crl_info {
-	char source[512]; /* "file /x.crl" or the CDP URL */
+	char source[512];                /* "file /x.crl" or the CDP URL */
 	time_t this_update, next_update; /* 0 = absent */
 	size_t entries;
 	bool delta;
 };
 
 struct cm_rev_stats {
-	unsigned long fetch_failures_crl;  /* CDP fetches that failed or were refused */
-	unsigned long fetch_failures_ocsp; /* OCSP requests that failed or were refused */
-	unsigned long crl_loads;           /* CRLs (re)loaded with new content */
-	unsigned long ocsp_fetches;        /* OCSP answers fetched */
-	double ocsp_latency_s[12];         /* histogram bucket bounds (le) */
+	unsigned long fetch_failures_crl;     /* CDP fetches that failed or were refused */
+	unsigned long fetch_failures_ocsp;    /* OCSP requests that failed or were refused */
+	unsigned long crl_loads;              /* CRLs (re)loaded with new content */
+	unsigned long ocsp_fetches;           /* OCSP answers fetched */
+	double ocsp_latency_s[12];            /* histogram bucket bounds (le) */
 	unsigned long ocsp_latency_count[12]; /* cumulative counts per bound */
 	unsigned long ocsp_latency_total;
 	double ocsp_latency_sum;
@@ -98,8 +98,8 @@ void cm_revstore_set_log(struct cm_revstore *rs, cm_rev_log_fn fn, void *arg);
  * people on REVOKED/REVOCATION_UNKNOWN when *detail is NULL. */
 enum cm_reason cm_revstore_check(struct cm_revstore *rs, struct cm_dir *dir,
 				 const struct cm_trust *trust, const struct cm_cert *cert,
-				 enum cm_revocation_mode mode, time_t now, struct cm_trace *trace, char **detail,
-				 struct cm_rev_result *res);
+				 enum cm_revocation_mode mode, time_t now, struct cm_trace *trace,
+				 char **detail, struct cm_rev_result *res);
 
 /* Background duties, called about once a second by one thread: re-reads
  * changed CRL files, refreshes CDP CRLs due (past 80 % of their validity,

@@ -21,7 +21,7 @@
 #include "certmap/trace.h"
 #include "certmap/util.h"
 
-#define CM_X509_MAX_CHAIN 10            /* certificates accepted from a client */
+#define CM_X509_MAX_CHAIN 10                 /* certificates accepted from a client */
 #define CM_X509_MAX_CERT_BYTES (64u * 1024u) /* one certificate's DER */
 
 struct cm_trust;
@@ -29,10 +29,10 @@ struct cm_cert;
 
 /* What logs and JSON say about a certificate (DESIGN §5 formats). */
 struct cm_cert_summary {
-	char sha256[65];   /* lowercase hex of the leaf DER */
-	char *subject;     /* RFC 4514 */
-	char *issuer;      /* RFC 4514 */
-	char *serial;      /* lowercase hex */
+	char sha256[65];     /* lowercase hex of the leaf DER */
+	char *subject;       /* RFC 4514 */
+	char *issuer;        /* RFC 4514 */
+	char *serial;        /* lowercase hex */
 	char not_before[21]; /* ISO 8601 UTC, "2026-11-22T10:00:00Z" */
 	char not_after[21];
 };

@@ -48,7 +48,8 @@ static void check_escape(const uint8_t *data, size_t size)
 			byte = c;
 		}
 		if (o >= size || (uint8_t)byte != data[o])
-			fuzz_fail("escaped value does not decode to the input (at input byte %zu)", o);
+			fuzz_fail("escaped value does not decode to the input (at input byte %zu)",
+				  o);
 		o++;
 	}
 	if (o != size)
@@ -83,8 +84,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	ab = cm_dir_dn_equal(a, b);
 	ba = cm_dir_dn_equal(b, a);
 	if (ab != ba)
-		fuzz_fail("cm_dir_dn_equal is not symmetric: (\"%s\", \"%s\") = %d, reversed = %d", a,
-			  b, ab, ba);
+		fuzz_fail("cm_dir_dn_equal is not symmetric: (\"%s\", \"%s\") = %d, reversed = %d",
+			  a, b, ab, ba);
 	(void)cm_dir_dn_equal(a, NULL);
 	free(a);
 	free(b);

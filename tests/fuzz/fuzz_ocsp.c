@@ -126,7 +126,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fuzz_fail("cm_ocsp_check returned %d", r);
 	if (verbose)
 		fprintf(stderr, "fuzz_ocsp: %s\n",
-			r == 0 ? (a.status == CM_OCSP_GOOD	  ? "good"
+			r == 0 ? (a.status == CM_OCSP_GOOD      ? "good"
 				  : a.status == CM_OCSP_REVOKED ? "revoked"
 								: "unknown")
 			       : err.msg);

@@ -22,9 +22,11 @@ static bool allow_lax_utf8;
 /* What util.c's utf8_seq_len accepts: lead byte and continuation bytes only. */
 static size_t lax_utf8_len(const unsigned char *s, size_t n)
 {
-	size_t need = s[0] < 0x80 ? 1 : s[0] >= 0xc2 && s[0] <= 0xdf ? 2
-				: s[0] >= 0xe0 && s[0] <= 0xef ? 3
-				: s[0] >= 0xf0 && s[0] <= 0xf4 ? 4 : 0;
+	size_t need = s[0] < 0x80                    ? 1
+		      : s[0] >= 0xc2 && s[0] <= 0xdf ? 2
+		      : s[0] >= 0xe0 && s[0] <= 0xef ? 3
+		      : s[0] >= 0xf0 && s[0] <= 0xf4 ? 4
+						     : 0;
 
 	if (need == 0 || n < need)
 		return 0;
@@ -42,7 +44,8 @@ static void check_clean(const char *out, size_t max, const char *what)
 	if (n > max)
 		fuzz_fail("%s: %zu bytes, max %zu", what, n, max);
 	for (size_t i = 0; i < n;) {
-		size_t l = allow_lax_utf8 ? lax_utf8_len(s + i, n - i) : fuzz_utf8_len(s + i, n - i);
+		size_t l =
+			allow_lax_utf8 ? lax_utf8_len(s + i, n - i) : fuzz_utf8_len(s + i, n - i);
 
 		if (l == 0)
 			fuzz_fail("%s: invalid UTF-8 at byte %zu (0x%02x)", what, i, s[i]);

@@ -22,8 +22,7 @@
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-__attribute__((noreturn, format(printf, 1, 2))) static inline void fuzz_fail(const char *fmt,
-									    ...)
+__attribute__((noreturn, format(printf, 1, 2))) static inline void fuzz_fail(const char *fmt, ...)
 {
 	va_list ap;
 
@@ -37,7 +36,7 @@ __attribute__((noreturn, format(printf, 1, 2))) static inline void fuzz_fail(con
 
 /* Set-up failures (missing fixture, no memfd): not a finding, stop at once. */
 __attribute__((noreturn, format(printf, 1, 2))) static inline void fuzz_setup_fail(const char *fmt,
-										  ...)
+										   ...)
 {
 	va_list ap;
 

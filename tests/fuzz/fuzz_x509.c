@@ -24,15 +24,15 @@
 static struct cm_trust *trust;
 static struct cm_revstore *crls;
 static struct cm_config crl_cfg; /* crl_files only: no fetches */
-static bool verbose; /* CERTMAP_FUZZ_VERBOSE=1: print each input's outcome */
+static bool verbose;             /* CERTMAP_FUZZ_VERBOSE=1: print each input's outcome */
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	char *anchors[] = {CERTMAP_FUZZ_FIXTURES "/issuing-ca.pem"};
 	static char *crl_files[] = {CERTMAP_FUZZ_FIXTURES "/issuing-ca.crl.pem",
-			     CERTMAP_FUZZ_FIXTURES "/issuing-ca-stale.crl.pem",
-			     CERTMAP_FUZZ_FIXTURES "/sub-ca.crl.pem",
-			     CERTMAP_FUZZ_FIXTURES "/root-ca.crl.pem"};
+				    CERTMAP_FUZZ_FIXTURES "/issuing-ca-stale.crl.pem",
+				    CERTMAP_FUZZ_FIXTURES "/sub-ca.crl.pem",
+				    CERTMAP_FUZZ_FIXTURES "/root-ca.crl.pem"};
 	struct cm_err err = {{0}};
 
 	(void)argc;
@@ -42,7 +42,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		fuzz_setup_fail("trust anchors: %s", err.msg);
 	crl_cfg.client_certificates.revocation.mode = CM_REVOCATION_HARD;
 	crl_cfg.client_certificates.revocation.crl_files.v = crl_files;
-	crl_cfg.client_certificates.revocation.crl_files.n = sizeof(crl_files) / sizeof(crl_files[0]);
+	crl_cfg.client_certificates.revocation.crl_files.n =
+		sizeof(crl_files) / sizeof(crl_files[0]);
 	if (cm_revstore_new(&crl_cfg, &crls, &err) != 0)
 		fuzz_setup_fail("CRLs: %s", err.msg);
 	return 0;
@@ -85,8 +86,7 @@ static void check_summary(const struct cm_cert *cert, const unsigned char *der0,
 	const unsigned char *der;
 	size_t len = 0;
 
-	if (strlen(s->sha256) != 64 || s->subject == NULL || s->issuer == NULL ||
-	    s->serial == NULL)
+	if (strlen(s->sha256) != 64 || s->subject == NULL || s->issuer == NULL || s->serial == NULL)
 		fuzz_fail("incomplete summary of a parsed certificate");
 	der = cm_cert_der(cert, &len);
 	if (len != len0 || memcmp(der, der0, len) != 0)
@@ -121,7 +121,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	}
 	if (n > CM_X509_MAX_CHAIN)
-		fuzz_fail("cm_cert_parse accepted %zu certificates (limit %d)", n, CM_X509_MAX_CHAIN);
+		fuzz_fail("cm_cert_parse accepted %zu certificates (limit %d)", n,
+			  CM_X509_MAX_CHAIN);
 	check_summary(cert, der[0], len[0]);
 	if (cm_cert_path(cert) != NULL)
 		fuzz_fail("a path before verification");
@@ -151,8 +152,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	free(detail);
 	detail = NULL;
 
-	r = cm_revstore_check(crls, NULL, trust, cert, CM_REVOCATION_HARD, FIXED_NOW, &trace, &detail,
-			      &rr);
+	r = cm_revstore_check(crls, NULL, trust, cert, CM_REVOCATION_HARD, FIXED_NOW, &trace,
+			      &detail, &rr);
 	if (r != CM_REASON_ALLOWED && r != CM_REASON_REVOKED && r != CM_REASON_REVOCATION_UNKNOWN)
 		fuzz_fail("cm_revocation_check returned reason %d", (int)r);
 	if (r == CM_REASON_ALLOWED && cm_cert_path(cert) == NULL)

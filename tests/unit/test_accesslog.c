@@ -10,8 +10,8 @@
 #include "certmap/accesslog.h"
 #include "certmap/util.h"
 
-#define FIELDS_LINE                                                                             \
-	"#Fields: date time s-ip cs-method cs-uri-stem cs-uri-query s-port cs-username c-ip "    \
+#define FIELDS_LINE                                                                           \
+	"#Fields: date time s-ip cs-method cs-uri-stem cs-uri-query s-port cs-username c-ip " \
 	"cs(User-Agent) cs(Referer) sc-status sc-substatus sc-win32-status time-taken"
 #define T_2026_11_22_10_00_00 1795341600
 
@@ -104,9 +104,10 @@ Test(accesslog, full_line)
 	e.s_port = 0;
 	e.referer = "https://example.test/a b";
 	cr_assert_gt(cm_accesslog_format(&e, buf, sizeof(buf)), 0);
-	cr_assert_str_eq(buf, "2026-11-22 10:00:05 192.0.2.10 POST /Microsoft-Server-ActiveSync - - "
-			      "- 198.51.100.7 Apple-iPhone9C1/1602.92 https://example.test/a+b 403 "
-			      "16 5 1234567");
+	cr_assert_str_eq(buf,
+			 "2026-11-22 10:00:05 192.0.2.10 POST /Microsoft-Server-ActiveSync - - "
+			 "- 198.51.100.7 Apple-iPhone9C1/1602.92 https://example.test/a+b 403 "
+			 "16 5 1234567");
 }
 
 Test(accesslog, date_time_are_utc)
@@ -142,13 +143,13 @@ static const struct esc_row esc_rows[] = {
 	{"\x01\x1f\x7f", "%01%1F%7F"},
 	{"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x94\x91", "caf\xc3\xa9+\xe2\x82\xac+\xf0\x9f\x94\x91"},
 	{"\xff\xfe", "%FF%FE"},
-	{"x\xc3", "x%C3"},                 /* truncated sequence */
-	{"\xc3(", "%C3("},                 /* bad continuation */
-	{"\xc0\xaf", "%C0%AF"},            /* overlong '/' */
-	{"\xe0\x80\xaf", "%E0%80%AF"},     /* overlong, 3 bytes */
-	{"\xed\xa0\x80", "%ED%A0%80"},     /* UTF-16 surrogate */
+	{"x\xc3", "x%C3"},                    /* truncated sequence */
+	{"\xc3(", "%C3("},                    /* bad continuation */
+	{"\xc0\xaf", "%C0%AF"},               /* overlong '/' */
+	{"\xe0\x80\xaf", "%E0%80%AF"},        /* overlong, 3 bytes */
+	{"\xed\xa0\x80", "%ED%A0%80"},        /* UTF-16 surrogate */
 	{"\xf4\x90\x80\x80", "%F4%90%80%80"}, /* above U+10FFFF */
-	{"\xc2\x85", "\xc2\x85"},          /* U+0085 is valid UTF-8: kept */
+	{"\xc2\x85", "\xc2\x85"},             /* U+0085 is valid UTF-8: kept */
 	{"-", "-"},
 };
 
@@ -158,8 +159,8 @@ Test(accesslog, escaping_table)
 	char *f[32];
 
 	for (size_t i = 0; i < sizeof(esc_rows) / sizeof(esc_rows[0]); i++) {
-		const char *fields[] = {"s_ip", "method", "uri_stem", "uri_query", "username",
-					"c_ip", "user_agent", "referer"};
+		const char *fields[] = {"s_ip",     "method", "uri_stem",   "uri_query",
+					"username", "c_ip",   "user_agent", "referer"};
 		static const int pos[] = {2, 3, 4, 5, 7, 8, 9, 10};
 
 		for (size_t k = 0; k < sizeof(pos) / sizeof(pos[0]); k++) {
@@ -192,8 +193,9 @@ Test(accesslog, forged_line_stays_one_line)
 	cr_assert_gt(cm_accesslog_format(&e, buf, sizeof(buf)), 0);
 	cr_assert_null(strchr(buf, '\n'));
 	cr_assert_eq(split(buf, f, 32), 15);
-	cr_assert_str_eq(f[9], "x%0A2026-11-22+10:00:00+192.0.2.10+GET+/+-+443+LAB\\admin+10.0.0.1+-"
-			       "+-+200+0+0+1");
+	cr_assert_str_eq(f[9],
+			 "x%0A2026-11-22+10:00:00+192.0.2.10+GET+/+-+443+LAB\\admin+10.0.0.1+-"
+			 "+-+200+0+0+1");
 }
 
 Test(accesslog, long_field_is_cut_on_a_boundary)

@@ -27,10 +27,9 @@ static void teardown(void)
 
 TestSuite(auditlog, .init = setup, .fini = teardown);
 
-static const char *const keys[] = {"time",   "request_id", "client_ip", "decision",
-				   "reason", "status",     "substatus", "detail",
-				   "method", "user",       "cert",      "directory_ms",
-				   "revocation", "trace"};
+static const char *const keys[] = {"time",   "request_id",   "client_ip",  "decision", "reason",
+				   "status", "substatus",    "detail",     "method",   "user",
+				   "cert",   "directory_ms", "revocation", "trace"};
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 
 static void check_keys(json_t *o)
@@ -41,8 +40,7 @@ static void check_keys(json_t *o)
 
 	cr_assert(json_is_object(o));
 	cr_assert_eq(json_object_size(o), NKEYS);
-	json_object_foreach(o, k, v)
-	{
+	json_object_foreach (o, k, v) {
 		(void)v;
 		cr_assert_str_eq(k, keys[i], "key %zu", i);
 		i++;
@@ -207,7 +205,8 @@ Test(auditlog, file_has_one_ascii_json_object_per_line)
 	const char *prefix = "{\"time\":\"2026-11-22T10:00:00.000Z\",\"request_id\":\"r-3\",";
 
 	fill(&fx);
-	fx.user.name = "b\xc3\xb6" "b\nline2"; /* non-ASCII and a newline */
+	fx.user.name = "b\xc3\xb6"
+		       "b\nline2"; /* non-ASCII and a newline */
 	cr_assert_eq(cm_auditlog_open(p, &log, &err), 0, "%s", err.msg);
 	cm_auditlog_write(log, &when, "198.51.100.7", "r-1", &fx.d);
 	cm_auditlog_write(log, &when, "198.51.100.8", "r-2", &fx.d);
@@ -229,7 +228,8 @@ Test(auditlog, file_has_one_ascii_json_object_per_line)
 		o = json_loads(s, 0, &je);
 		cr_assert_not_null(o, "line %zu: %s", lines, je.text);
 		check_keys(o);
-		cr_assert_str_eq(str(json_object_get(o, "user"), "name"), "b\xc3\xb6" "b\nline2");
+		cr_assert_str_eq(str(json_object_get(o, "user"), "name"), "b\xc3\xb6"
+									  "b\nline2");
 		cr_assert_str_eq(str(o, "request_id"), lines == 0 ? "r-1" : "r-2");
 		cr_assert(strstr(s, "\"directory_ms\":12.346,") != NULL, "%s", s);
 		json_decref(o);

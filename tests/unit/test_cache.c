@@ -8,7 +8,9 @@
 static struct cm_verdict *verdict(enum cm_reason r)
 {
 	struct cm_decision d;
-	struct cm_user u = {.dn = "CN=alice,CN=Users,DC=lab,DC=test", .name = "alice", .sam = "alice",
+	struct cm_user u = {.dn = "CN=alice,CN=Users,DC=lab,DC=test",
+			    .name = "alice",
+			    .sam = "alice",
 			    .upn = "alice@lab.test"};
 
 	memset(&d, 0, sizeof(d));

@@ -30,12 +30,12 @@
 /* Criterion runs each test in a re-executed process, so parameters must not
  * hold pointers into the parent (string literals move with ASLR): tables are
  * static and the parameter is the row index. */
-#define TABLE_PARAMS(table)                                                                        \
-	do {                                                                                       \
-		static size_t idx_[N_OF(table)];                                                   \
-		for (size_t i_ = 0; i_ < N_OF(table); i_++)                                        \
-			idx_[i_] = i_;                                                             \
-		return cr_make_param_array(size_t, idx_, N_OF(table));                             \
+#define TABLE_PARAMS(table)                                            \
+	do {                                                           \
+		static size_t idx_[N_OF(table)];                       \
+		for (size_t i_ = 0; i_ < N_OF(table); i_++)            \
+			idx_[i_] = i_;                                 \
+		return cr_make_param_array(size_t, idx_, N_OF(table)); \
 	} while (0)
 
 static char tmpdir[PATH_MAX]; /* per test (criterion forks); realpath'd */
@@ -425,11 +425,10 @@ Test(config, defaults)
 
 Test(config, admin_defaults_when_present)
 {
-	char *file = write_config("c.json",
-				  "{'admin':{},"
-				  "'client_certificates':{'trusted_issuers':['ca.pem']},"
-				  "'directory':{'uris':['ldap://dc1'],"
-				  "'base_dn':'DC=lab,DC=test'}}");
+	char *file = write_config("c.json", "{'admin':{},"
+					    "'client_certificates':{'trusted_issuers':['ca.pem']},"
+					    "'directory':{'uris':['ldap://dc1'],"
+					    "'base_dn':'DC=lab,DC=test'}}");
 	struct cm_config *cfg = load_ok(file, CM_CONFIG_FOR_CHECK);
 
 	cr_assert(cfg->admin.enabled);
@@ -441,13 +440,13 @@ Test(config, admin_defaults_when_present)
 
 Test(config, nulls_mean_absent)
 {
-	char *file = write_config(
-		"c.json", "{'client_certificates':{'trusted_issuers':['ca.pem'],"
-			  "'revocation':{'ocsp_responder':null}},"
-			  "'directory':{'uris':['ldap://dc1'],'base_dn':'DC=lab,DC=test',"
-			  "'bind_dn':null,'bind_password_file':null,'ca_file':null,"
-			  "'netbios_domain':null},"
-			  "'logging':{'access_log':null,'audit_log':null}}");
+	char *file = write_config("c.json",
+				  "{'client_certificates':{'trusted_issuers':['ca.pem'],"
+				  "'revocation':{'ocsp_responder':null}},"
+				  "'directory':{'uris':['ldap://dc1'],'base_dn':'DC=lab,DC=test',"
+				  "'bind_dn':null,'bind_password_file':null,'ca_file':null,"
+				  "'netbios_domain':null},"
+				  "'logging':{'access_log':null,'audit_log':null}}");
 	struct cm_config *cfg = load_ok(file, CM_CONFIG_FOR_CHECK);
 
 	cr_assert_null(cfg->client_certificates.revocation.ocsp_responder);
@@ -461,11 +460,11 @@ Test(config, nulls_mean_absent)
 /* ---- one error each: exact line ------------------------------------------ */
 
 #define CC "'client_certificates':{'trusted_issuers':['ca.pem']}"
-#define DIRECTORY(extra)                                                                           \
+#define DIRECTORY(extra) \
 	"'directory':{'uris':['ldap://dc1.lab.test'],'base_dn':'DC=lab,DC=test'" extra "}"
 #define BASE CC "," DIRECTORY("")
-#define LISTEN                                                                                     \
-	"'listen':[{'address':'0.0.0.0','port':8443,'certificate':'server.pem',"                   \
+#define LISTEN                                                                   \
+	"'listen':[{'address':'0.0.0.0','port':8443,'certificate':'server.pem'," \
 	"'key':'server.key'}]"
 #define UPSTREAM "'upstream':{'url':'https://exchange.lab.test'}"
 
@@ -495,8 +494,8 @@ static const struct error_case error_cases[] = {
 	{"enum wrong type", CM_CONFIG_FOR_CHECK, "{" CC "," DIRECTORY(",'dialect':1") "}",
 	 "$.directory.dialect: expected \"ad\" or \"rfc4523\", got integer"},
 	{"enum three", CM_CONFIG_FOR_CHECK,
-	 "{'client_certificates':{'trusted_issuers':['ca.pem'],'revocation':{'mode':'strict'}},"
-	 DIRECTORY("") "}",
+	 "{'client_certificates':{'trusted_issuers':['ca.pem'],'revocation':{'mode':'strict'}}," DIRECTORY(
+		 "") "}",
 	 "$.client_certificates.revocation.mode: expected \"off\", \"soft\" or \"hard\", got "
 	 "\"strict\""},
 	{"enum escaped", CM_CONFIG_FOR_CHECK, "{" BASE ",'errors':'a\\\"b\\n'}",
@@ -583,25 +582,23 @@ static const struct error_case error_cases[] = {
 	{"ca_file a directory", CM_CONFIG_FOR_CHECK, "{" CC "," DIRECTORY(",'ca_file':'sub'") "}",
 	 "$.directory.ca_file: @/sub is not a regular file"},
 	{"trusted issuer missing", CM_CONFIG_FOR_CHECK,
-	 "{'client_certificates':{'trusted_issuers':['ca.pem','/nonexistent/ca.pem']},"
-	 DIRECTORY("") "}",
+	 "{'client_certificates':{'trusted_issuers':['ca.pem','/nonexistent/ca.pem']}," DIRECTORY(
+		 "") "}",
 	 "$.client_certificates.trusted_issuers[1]: cannot read /nonexistent/ca.pem: "
 	 "No such file or directory"},
 	{"crl file missing", CM_CONFIG_FOR_CHECK,
 	 "{'client_certificates':{'trusted_issuers':['ca.pem'],"
-	 "'revocation':{'crl_files':['x.crl']}},"
-	 DIRECTORY("") "}",
+	 "'revocation':{'crl_files':['x.crl']}}," DIRECTORY("") "}",
 	 "$.client_certificates.revocation.crl_files[0]: cannot read @/x.crl: "
 	 "No such file or directory"},
 	{"revocation timeout", CM_CONFIG_FOR_CHECK,
-	 "{'client_certificates':{'trusted_issuers':['ca.pem'],'revocation':{'timeout_ms':600001}},"
-	 DIRECTORY("") "}",
+	 "{'client_certificates':{'trusted_issuers':['ca.pem'],'revocation':{'timeout_ms':600001}}," DIRECTORY(
+		 "") "}",
 	 "$.client_certificates.revocation.timeout_ms: expected an integer from 1 to 600000, got "
 	 "600001"},
 	{"ocsp responder", CM_CONFIG_FOR_CHECK,
 	 "{'client_certificates':{'trusted_issuers':['ca.pem'],"
-	 "'revocation':{'ocsp_responder':'ldap://x'}},"
-	 DIRECTORY("") "}",
+	 "'revocation':{'ocsp_responder':'ldap://x'}}," DIRECTORY("") "}",
 	 "$.client_certificates.revocation.ocsp_responder: expected an http:// URL (OCSP is fetched over plain HTTP)"},
 	{"method not implemented", CM_CONFIG_FOR_CHECK,
 	 "{" BASE ",'mapping':{'methods':['user_certificate','upn']}}",
@@ -851,10 +848,10 @@ Test(config, list_too_long)
 
 	for (int i = 0; i <= CM_CONFIG_MAX_LIST; i++)
 		json_array_append_new(issuers, json_string("ca.pem"));
-	file = write_config_json(
-		"c.json", json_pack("{s:{s:o},s:{s:[s],s:s}}", "client_certificates",
-				    "trusted_issuers", issuers, "directory", "uris", "ldap://dc1",
-				    "base_dn", "DC=lab"));
+	file = write_config_json("c.json",
+				 json_pack("{s:{s:o},s:{s:[s],s:s}}", "client_certificates",
+					   "trusted_issuers", issuers, "directory", "uris",
+					   "ldap://dc1", "base_dn", "DC=lab"));
 	line = cm_strdup_printf("%s: $.client_certificates.trusted_issuers: too many entries "
 				"(%d; at most %d)",
 				file, CM_CONFIG_MAX_LIST + 1, CM_CONFIG_MAX_LIST);
@@ -874,10 +871,10 @@ Test(config, list_at_limit_loads)
 
 	for (int i = 0; i < CM_CONFIG_MAX_LIST; i++)
 		json_array_append_new(issuers, json_string("ca.pem"));
-	file = write_config_json(
-		"c.json", json_pack("{s:{s:o},s:{s:[s],s:s}}", "client_certificates",
-				    "trusted_issuers", issuers, "directory", "uris", "ldap://dc1",
-				    "base_dn", "DC=lab"));
+	file = write_config_json("c.json",
+				 json_pack("{s:{s:o},s:{s:[s],s:s}}", "client_certificates",
+					   "trusted_issuers", issuers, "directory", "uris",
+					   "ldap://dc1", "base_dn", "DC=lab"));
 	cfg = load_ok(file, CM_CONFIG_FOR_CHECK);
 	cr_assert_eq(cfg->client_certificates.trusted_issuers.n, CM_CONFIG_MAX_LIST);
 	cm_config_free(cfg);
@@ -886,9 +883,9 @@ Test(config, list_at_limit_loads)
 
 Test(config, error_count_is_bounded)
 {
-	json_t *root = json_pack("{s:{s:[s]},s:{s:[s],s:s}}", "client_certificates",
-				 "trusted_issuers", "ca.pem", "directory", "uris", "ldap://dc1",
-				 "base_dn", "DC=lab");
+	json_t *root =
+		json_pack("{s:{s:[s]},s:{s:[s],s:s}}", "client_certificates", "trusted_issuers",
+			  "ca.pem", "directory", "uris", "ldap://dc1", "base_dn", "DC=lab");
 	char *file, *last;
 	struct cm_config *cfg = NULL;
 	struct cm_config_errors errs;
@@ -1009,7 +1006,7 @@ struct secret_case {
 };
 
 static const struct secret_case secret_cases[] = {
-	{"s3cret\n", "s3cret"},	   {"s3cret\r\n", "s3cret"}, {"s3cret", "s3cret"},
+	{"s3cret\n", "s3cret"},     {"s3cret\r\n", "s3cret"},   {"s3cret", "s3cret"},
 	{"s3cret\n\n", "s3cret\n"}, {" spaced \n", " spaced "},
 };
 
@@ -1128,10 +1125,10 @@ ParameterizedTestParameters(config, dns_domain)
 ParameterizedTest(size_t *row, config, dns_domain)
 {
 	const struct dn_case *c = &dn_cases[*row];
-	char *file = write_config_json(
-		"c.json", json_pack("{s:{s:[s]},s:{s:[s],s:s}}", "client_certificates",
-				    "trusted_issuers", "ca.pem", "directory", "uris", "ldap://dc1",
-				    "base_dn", c->base_dn));
+	char *file = write_config_json("c.json",
+				       json_pack("{s:{s:[s]},s:{s:[s],s:s}}", "client_certificates",
+						 "trusted_issuers", "ca.pem", "directory", "uris",
+						 "ldap://dc1", "base_dn", c->base_dn));
 	struct cm_config *cfg = load_ok(file, CM_CONFIG_FOR_CHECK);
 
 	cr_assert_str_eq(cfg->directory.base_dn, c->base_dn);
@@ -1144,8 +1141,8 @@ ParameterizedTest(size_t *row, config, dns_domain)
 }
 
 static const char *const bad_dns[] = {
-	"lab.test", "DC=lab,", ",DC=lab", "=lab", "DC", "DC=a\\zz", "DC=a\\", "DC=a\\00",
-	"DC=lab,,DC=test",
+	"lab.test", "DC=lab,",  ",DC=lab",         "=lab", "DC", "DC=a\\zz",
+	"DC=a\\",   "DC=a\\00", "DC=lab,,DC=test",
 };
 
 ParameterizedTestParameters(config, bad_base_dn)
@@ -1156,10 +1153,10 @@ ParameterizedTestParameters(config, bad_base_dn)
 ParameterizedTest(size_t *row, config, bad_base_dn)
 {
 	const char *const *dn = &bad_dns[*row];
-	char *file = write_config_json(
-		"c.json", json_pack("{s:{s:[s]},s:{s:[s],s:s}}", "client_certificates",
-				    "trusted_issuers", "ca.pem", "directory", "uris", "ldap://dc1",
-				    "base_dn", *dn));
+	char *file = write_config_json("c.json",
+				       json_pack("{s:{s:[s]},s:{s:[s],s:s}}", "client_certificates",
+						 "trusted_issuers", "ca.pem", "directory", "uris",
+						 "ldap://dc1", "base_dn", *dn));
 	const char *const expected[] = {
 		"$.directory.base_dn: expected a DN such as \"DC=example,DC=com\""};
 
@@ -1202,13 +1199,12 @@ ParameterizedTestParameters(config, location_match)
 ParameterizedTest(size_t *row, config, location_match)
 {
 	const struct location_case *c = &location_cases[*row];
-	char *file = write_config("c.json",
-				  "{" BASE ",'locations':["
-				  "{'path':'/owa','client_certificate':'accept'},"
-				  "{'path':'/','client_certificate':'ignore'},"
-				  "{'path':'/owa/admin','client_certificate':'require'},"
-				  "{'path':'/Microsoft-Server-ActiveSync',"
-				  "'client_certificate':'require'}]}");
+	char *file = write_config("c.json", "{" BASE ",'locations':["
+					    "{'path':'/owa','client_certificate':'accept'},"
+					    "{'path':'/','client_certificate':'ignore'},"
+					    "{'path':'/owa/admin','client_certificate':'require'},"
+					    "{'path':'/Microsoft-Server-ActiveSync',"
+					    "'client_certificate':'require'}]}");
 	struct cm_config *cfg = load_ok(file, CM_CONFIG_FOR_CHECK);
 	const struct cm_location *l = cm_config_location(cfg, c->path);
 

@@ -43,7 +43,8 @@ Test(decision, every_reason_has_its_iis_status)
 		cr_assert_eq(cm_reason_from_name(rows[i].name, &r), 0, "%s known", rows[i].name);
 		cr_assert_str_eq(cm_reason_name(r), rows[i].name);
 		cr_assert_eq(cm_reason_status(r), rows[i].status, "%s status", rows[i].name);
-		cr_assert_eq(cm_reason_substatus(r), rows[i].substatus, "%s substatus", rows[i].name);
+		cr_assert_eq(cm_reason_substatus(r), rows[i].substatus, "%s substatus",
+			     rows[i].name);
 		cr_assert_str_eq(cm_status_text(rows[i].status, rows[i].substatus), rows[i].text);
 	}
 }
@@ -56,7 +57,7 @@ Test(decision, unknown_names_and_values)
 	cr_assert_eq(cm_reason_from_name("Allowed", &r), -1);
 	cr_assert_eq(cm_reason_from_name("", &r), -1);
 	cr_assert_str_eq(cm_reason_name((enum cm_reason)999), "unknown");
-	cr_assert_eq(cm_reason_status((enum cm_reason)-5), 500);
+	cr_assert_eq(cm_reason_status((enum cm_reason) - 5), 500);
 	cr_assert_str_eq(cm_status_text(401, 99), "Unauthorized");
 	cr_assert_str_eq(cm_status_text(403, 99), "Forbidden");
 	cr_assert_str_eq(cm_status_text(431, 0), "Request Header Fields Too Large");

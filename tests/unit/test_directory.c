@@ -90,7 +90,7 @@ Test(escape, all_bytes_in_one_value_round_trip)
 
 Test(escape, embedded_nul_is_kept)
 {
-	const unsigned char in[] = { 'a', 0, 'b' };
+	const unsigned char in[] = {'a', 0, 'b'};
 	char *e = cm_dir_escape_value(in, sizeof(in));
 
 	cr_assert_not_null(e);
@@ -101,15 +101,15 @@ Test(escape, embedded_nul_is_kept)
 Test(escape, filter_metacharacters)
 {
 	static const char *const rows[][2] = {
-		{ "O*scar (test) \\ x", "O\\2Ascar \\28test\\29 \\5C x" },
-		{ "*", "\\2A" },
-		{ "(", "\\28" },
-		{ ")", "\\29" },
-		{ "\\", "\\5C" },
-		{ "alice", "alice" },
-		{ "CN=a\\,b,DC=x", "CN=a\\5C,b,DC=x" },
-		{ "\xc3\xa9t\xc3\xa9", "\\C3\\A9t\\C3\\A9" },
-		{ "\xff\xfe", "\\FF\\FE" },
+		{"O*scar (test) \\ x", "O\\2Ascar \\28test\\29 \\5C x"},
+		{"*", "\\2A"},
+		{"(", "\\28"},
+		{")", "\\29"},
+		{"\\", "\\5C"},
+		{"alice", "alice"},
+		{"CN=a\\,b,DC=x", "CN=a\\5C,b,DC=x"},
+		{"\xc3\xa9t\xc3\xa9", "\\C3\\A9t\\C3\\A9"},
+		{"\xff\xfe", "\\FF\\FE"},
 	};
 
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
@@ -137,26 +137,26 @@ Test(dn, equality)
 		const char *a, *b;
 		bool equal;
 	} rows[] = {
-		{ "CN=Alice,CN=Users,DC=lab,DC=test", "CN=Alice,CN=Users,DC=lab,DC=test", true },
-		{ "CN=Alice,CN=Users,DC=lab,DC=test", "cn=alice,cn=users,dc=LAB,dc=test", true },
-		{ "CN=ActiveSync Users,CN=Users,DC=lab,DC=test",
-		  "cn=activesync users, cn=users, dc=lab, dc=test", true },
-		{ "CN=a ,DC=x", "CN=a,DC=x", true },
-		{ "CN=a\\,b,DC=x", "CN=a\\2Cb,DC=x", true },
-		{ "CN=a\\,b,DC=x", "CN=a\\2cb,DC=x", true },
-		{ "CN=a\\+b,DC=x", "CN=a\\2Bb,DC=x", true },
-		{ "cn=O*scar (test) \\5c x,dc=x", "cn=O*scar (test) \\\\ x,dc=x", true },
-		{ "CN=\xc3\x84rger,DC=x", "CN=\\C3\\84rger,DC=x", true },
-		{ "", "", true },
-		{ "CN=a,DC=x", "CN=b,DC=x", false },
-		{ "CN=a,DC=x", "CN=a,DC=x,DC=y", false },
-		{ "CN=a,DC=x", "OU=a,DC=x", false },
-		{ "CN=a\\ ,DC=x", "CN=a,DC=x", false }, /* escaped trailing space is data */
-		{ "cn=Alice,ou=people,dc=lab,dc=test", "uid=alice,ou=people,dc=lab,dc=test", false },
-		{ "not a dn", "not a dn", false }, /* unparseable: never equal */
-		{ "CN=a,DC=x", "CN=a,DC=x,", false },
-		{ "CN=a,DC=x", NULL, false },
-		{ NULL, NULL, false },
+		{"CN=Alice,CN=Users,DC=lab,DC=test", "CN=Alice,CN=Users,DC=lab,DC=test", true},
+		{"CN=Alice,CN=Users,DC=lab,DC=test", "cn=alice,cn=users,dc=LAB,dc=test", true},
+		{"CN=ActiveSync Users,CN=Users,DC=lab,DC=test",
+		 "cn=activesync users, cn=users, dc=lab, dc=test", true},
+		{"CN=a ,DC=x", "CN=a,DC=x", true},
+		{"CN=a\\,b,DC=x", "CN=a\\2Cb,DC=x", true},
+		{"CN=a\\,b,DC=x", "CN=a\\2cb,DC=x", true},
+		{"CN=a\\+b,DC=x", "CN=a\\2Bb,DC=x", true},
+		{"cn=O*scar (test) \\5c x,dc=x", "cn=O*scar (test) \\\\ x,dc=x", true},
+		{"CN=\xc3\x84rger,DC=x", "CN=\\C3\\84rger,DC=x", true},
+		{"", "", true},
+		{"CN=a,DC=x", "CN=b,DC=x", false},
+		{"CN=a,DC=x", "CN=a,DC=x,DC=y", false},
+		{"CN=a,DC=x", "OU=a,DC=x", false},
+		{"CN=a\\ ,DC=x", "CN=a,DC=x", false}, /* escaped trailing space is data */
+		{"cn=Alice,ou=people,dc=lab,dc=test", "uid=alice,ou=people,dc=lab,dc=test", false},
+		{"not a dn", "not a dn", false}, /* unparseable: never equal */
+		{"CN=a,DC=x", "CN=a,DC=x,", false},
+		{"CN=a,DC=x", NULL, false},
+		{NULL, NULL, false},
 	};
 
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
@@ -167,15 +167,15 @@ Test(dn, equality)
 
 Test(entry, attribute_lookup_ignores_case_and_options)
 {
-	unsigned char cert[] = { 0x30, 0x82, 0x00, 0x01 };
+	unsigned char cert[] = {0x30, 0x82, 0x00, 0x01};
 	unsigned char uid[] = "alice";
-	struct cm_dir_value cv = { cert, sizeof(cert) }, uv = { uid, 5 };
+	struct cm_dir_value cv = {cert, sizeof(cert)}, uv = {uid, 5};
 	struct cm_dir_attr attrs[] = {
-		{ "userCertificate;binary", &cv, 1 },
-		{ "uid", &uv, 1 },
-		{ "mail", NULL, 0 },
+		{"userCertificate;binary", &cv, 1},
+		{"uid", &uv, 1},
+		{"mail", NULL, 0},
 	};
-	struct cm_dir_entry e = { "uid=alice,dc=x", attrs, 3 };
+	struct cm_dir_entry e = {"uid=alice,dc=x", attrs, 3};
 	const struct cm_dir_attr *a;
 
 	a = cm_dir_entry_attr(&e, "usercertificate");
@@ -193,7 +193,7 @@ Test(open, needs_a_uri)
 {
 	struct cm_config cfg;
 	struct cm_dir *dir = (struct cm_dir *)&cfg;
-	struct cm_err err = { "" };
+	struct cm_err err = {""};
 
 	memset(&cfg, 0, sizeof(cfg));
 	cr_assert_eq(cm_dir_open(&cfg, &dir, &err), -1);
@@ -206,7 +206,7 @@ Test(open, needs_a_uri)
 /* A TCP port on 127.0.0.1 that refuses connections (bound, then closed). */
 static int closed_port(void)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET };
+	struct sockaddr_in sa = {.sin_family = AF_INET};
 	socklen_t len = sizeof(sa);
 	int s = socket(AF_INET, SOCK_STREAM, 0), port;
 
@@ -222,7 +222,7 @@ static int closed_port(void)
 /* A listener that completes TCP handshakes (backlog) but never answers. */
 static int silent_listener(int *port)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET };
+	struct sockaddr_in sa = {.sin_family = AF_INET};
 	socklen_t len = sizeof(sa);
 	int s = socket(AF_INET, SOCK_STREAM, 0);
 
@@ -238,13 +238,13 @@ static int silent_listener(int *port)
 Test(search, every_server_failing_is_unavailable_and_bounded, .timeout = 20)
 {
 	char u0[64], u1[64], u2[64];
-	char *uris[3] = { u0, u1, u2 };
+	char *uris[3] = {u0, u1, u2};
 	struct cm_config cfg;
 	struct cm_dir *dir = NULL;
 	struct cm_dir_result res;
-	struct cm_trace trace = { NULL, 0, 0 };
-	struct cm_err err = { "" };
-	static const char *const attrs[] = { "uid", NULL };
+	struct cm_trace trace = {NULL, 0, 0};
+	struct cm_err err = {""};
+	static const char *const attrs[] = {"uid", NULL};
 	int silent_port, silent = silent_listener(&silent_port);
 	double t0, took, ms;
 	enum cm_dir_status st;
@@ -307,15 +307,15 @@ Test(dn, key_is_equality_as_strcmp)
 Test(modify, paged_and_modify_unavailable_bounded_and_counted, .timeout = 20)
 {
 	char u0[64], u1[64];
-	char *uris[2] = { u0, u1 };
+	char *uris[2] = {u0, u1};
 	struct cm_config cfg;
 	struct cm_dir *dir = NULL;
 	struct cm_dir_result res;
 	struct cm_dir_stats st;
-	struct cm_trace trace = { NULL, 0, 0 };
-	struct cm_err err = { "" };
-	static const char *const attrs[] = { "uid", NULL };
-	struct cm_dir_value v = { (unsigned char *)"\x30\x03\x02\x01\x01", 5 };
+	struct cm_trace trace = {NULL, 0, 0};
+	struct cm_err err = {""};
+	static const char *const attrs[] = {"uid", NULL};
+	struct cm_dir_value v = {(unsigned char *)"\x30\x03\x02\x01\x01", 5};
 	int silent_port, silent = silent_listener(&silent_port), code = 0;
 	double t0;
 
@@ -340,8 +340,8 @@ Test(modify, paged_and_modify_unavailable_bounded_and_counted, .timeout = 20)
 		     CM_DIR_UNAVAILABLE);
 	cr_assert(cm_now_ms() - t0 < 5000.0, "bounded by timeout_ms");
 	cr_assert_not_null(strstr(err.msg, "directory unavailable"), "%s", err.msg);
-	cr_assert_eq(cm_dir_modify_values(dir, "uid=alice,dc=lab,dc=test", "userCertificate", CM_DIR_MOD_DELETE,
-					  &v, 0, &code, &trace, &err),
+	cr_assert_eq(cm_dir_modify_values(dir, "uid=alice,dc=lab,dc=test", "userCertificate",
+					  CM_DIR_MOD_DELETE, &v, 0, &code, &trace, &err),
 		     CM_DIR_UNAVAILABLE, "no value: refused before any network");
 	cm_dir_get_stats(dir, &st);
 	cr_assert_eq(st.modifies, 0);

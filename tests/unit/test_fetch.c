@@ -25,8 +25,8 @@ enum answer {
 	ANSWER_BODY,       /* 200 + body, Content-Length */
 	ANSWER_BODY_CLOSE, /* 200 + body, no Content-Length: ends at close */
 	ANSWER_404,
-	ANSWER_REDIRECT,   /* 302 to another URL on the same server */
-	ANSWER_SILENT,     /* accept, read, never answer */
+	ANSWER_REDIRECT, /* 302 to another URL on the same server */
+	ANSWER_SILENT,   /* accept, read, never answer */
 };
 
 struct server {
@@ -368,8 +368,13 @@ Test(fetch, closed_port_is_connection_refused)
 
 Test(fetch, other_schemes_are_refused_up_front)
 {
-	const char *urls[] = {"https://127.0.0.1:1/x.crl", "ldap://dc1.lab.test/CN=x?cRL",
-			      "file:///etc/passwd", "ftp://x/y", "HTTPS://x/y", "//x/y", ""};
+	const char *urls[] = {"https://127.0.0.1:1/x.crl",
+			      "ldap://dc1.lab.test/CN=x?cRL",
+			      "file:///etc/passwd",
+			      "ftp://x/y",
+			      "HTTPS://x/y",
+			      "//x/y",
+			      ""};
 	struct cm_err err = {{0}};
 	unsigned char *body = NULL;
 	size_t len = 0;
@@ -378,7 +383,8 @@ Test(fetch, other_schemes_are_refused_up_front)
 		char want[96];
 
 		snprintf(want, sizeof(want), "%s: unsupported scheme", urls[i]);
-		cr_assert_eq(cm_fetch_get(urls[i], 1000, 1024, &body, &len, &err), -1, "%s", urls[i]);
+		cr_assert_eq(cm_fetch_get(urls[i], 1000, 1024, &body, &len, &err), -1, "%s",
+			     urls[i]);
 		cr_assert_str_eq(err.msg, want);
 		cr_assert_eq(cm_fetch_post(urls[i], "application/ocsp-request",
 					   (const unsigned char *)"x", 1, 1000, 1024, &body, &len,
@@ -422,8 +428,8 @@ Test(fetch, post_sends_body_and_content_type)
 	free(body);
 	server_stop(&s);
 	cr_assert(strncmp(s.req, "POST /ocsp HTTP/1.1\r\n", 21) == 0, "%s", s.req);
-	cr_assert(strcasestr(s.req, "\r\nContent-Type: application/ocsp-request\r\n") != NULL,
-		  "%s", s.req);
+	cr_assert(strcasestr(s.req, "\r\nContent-Type: application/ocsp-request\r\n") != NULL, "%s",
+		  s.req);
 	cr_assert(strcasestr(s.req, "\r\nContent-Length: 8\r\n") != NULL, "%s", s.req);
 	cr_assert_null(strcasestr(s.req, "\r\nExpect:"), "%s", s.req);
 	cr_assert_eq(s.req_len - s.head_len, sizeof(req));
@@ -467,8 +473,8 @@ Test(fetch, url_in_errors_is_sanitized)
 	size_t len = 0;
 	char url[3000];
 
-	cr_assert_eq(cm_fetch_get("http://127.0.0.1:1/\x1b[31mred\r\nX: y", 1000, 1024, &body,
-				  &len, &err),
+	cr_assert_eq(cm_fetch_get("http://127.0.0.1:1/\x1b[31mred\r\nX: y", 1000, 1024, &body, &len,
+				  &err),
 		     -1);
 	cr_assert_not(has_control_byte(err.msg), "%s", err.msg);
 	cr_assert(strstr(err.msg, "\\x1b[31mred") != NULL, "%s", err.msg);

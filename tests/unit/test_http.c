@@ -45,14 +45,17 @@ Test(http, normalize_table)
 	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
 		char out[256];
 		const char *why = NULL;
-		int rc = cm_http_normalize_path(paths[i].in, strlen(paths[i].in), out, sizeof(out), &why);
+		int rc = cm_http_normalize_path(paths[i].in, strlen(paths[i].in), out, sizeof(out),
+						&why);
 
 		if (paths[i].out == NULL) {
-			cr_expect_eq(rc, -1, "row %zu %s: accepted as %s", i, paths[i].in, rc == 0 ? out : "");
+			cr_expect_eq(rc, -1, "row %zu %s: accepted as %s", i, paths[i].in,
+				     rc == 0 ? out : "");
 			if (rc == -1)
 				cr_expect_not_null(why);
 		} else {
-			cr_expect_eq(rc, 0, "row %zu %s refused: %s", i, paths[i].in, why ? why : "");
+			cr_expect_eq(rc, 0, "row %zu %s refused: %s", i, paths[i].in,
+				     why ? why : "");
 			if (rc == 0)
 				cr_expect_str_eq(out, paths[i].out, "row %zu %s", i, paths[i].in);
 		}
@@ -68,16 +71,24 @@ Test(http, normalize_is_bounded)
 	memset(big, 'a', sizeof(big));
 	big[0] = '/';
 	cr_assert_eq(cm_http_normalize_path(big, sizeof(big), out, sizeof(out), &why), -1);
-	cr_assert_eq(cm_http_normalize_path(big, 100, out, sizeof(out), &why), -1, "output too small");
+	cr_assert_eq(cm_http_normalize_path(big, 100, out, sizeof(out), &why), -1,
+		     "output too small");
 }
 
 Test(http, identity_headers)
 {
-	const char *strip[] = {"X-Certmap-User", "x-certmap-dn", "Client-Cert", "client-cert-chain",
-			       "X-Forwarded-Tls-Client-Cert", "X-Forwarded-Tls-Client-Cert-Info",
-			       "X-SSL-Client-Cert", "x-ssl-cert", "X-Client-Cert", "X-Client-Certificate"};
-	const char *keep[] = {"Authorization", "X-Certmap", "Client-Certs", "MS-ASProtocolVersion",
-			      "X-MS-PolicyKey", "User-Agent"};
+	const char *strip[] = {"X-Certmap-User",
+			       "x-certmap-dn",
+			       "Client-Cert",
+			       "client-cert-chain",
+			       "X-Forwarded-Tls-Client-Cert",
+			       "X-Forwarded-Tls-Client-Cert-Info",
+			       "X-SSL-Client-Cert",
+			       "x-ssl-cert",
+			       "X-Client-Cert",
+			       "X-Client-Certificate"};
+	const char *keep[] = {"Authorization",        "X-Certmap",      "Client-Certs",
+			      "MS-ASProtocolVersion", "X-MS-PolicyKey", "User-Agent"};
 
 	for (size_t i = 0; i < sizeof(strip) / sizeof(strip[0]); i++)
 		cr_expect(cm_http_is_identity_header(strip[i]), "%s", strip[i]);

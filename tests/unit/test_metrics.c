@@ -118,8 +118,8 @@ Test(metrics, histogram_buckets_are_cumulative)
 	struct cm_metrics *m = cm_metrics_new();
 	char *t;
 
-	cm_metrics_directory_latency(m, 0.5);   /* 0.0005 s */
-	cm_metrics_directory_latency(m, 1.0);   /* exactly le=0.001 */
+	cm_metrics_directory_latency(m, 0.5); /* 0.0005 s */
+	cm_metrics_directory_latency(m, 1.0); /* exactly le=0.001 */
 	cm_metrics_directory_latency(m, 3.0);
 	cm_metrics_directory_latency(m, 3.0);
 	cm_metrics_directory_latency(m, 240.0); /* 0.24 s */
@@ -235,8 +235,8 @@ Test(metrics, concurrent_increments_sum_exactly)
 			char *k = NULL;
 
 			cr_assert(asprintf(&k,
-					   "certmap_requests_total{status=\"%d\",substatus=\"%d\"}", st,
-					   sub) > 0);
+					   "certmap_requests_total{status=\"%d\",substatus=\"%d\"}",
+					   st, sub) > 0);
 			pairs += value_of(t, k);
 			free(k);
 		}

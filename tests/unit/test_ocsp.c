@@ -109,8 +109,8 @@ static void pki_init(void)
 	pki.root = new_cert("Test Root CA", 1, pki.root_key, NULL, NULL, true, NULL, -1, 3650);
 	pki.ica = new_cert("Test Issuing CA", 2, pki.ica_key, pki.root, pki.root_key, true, NULL,
 			   -1, 3650);
-	pki.leaf = new_cert("alice", 0x1001, pki.leaf_key, pki.ica, pki.ica_key, false, "clientAuth",
-			    -1, 365);
+	pki.leaf = new_cert("alice", 0x1001, pki.leaf_key, pki.ica, pki.ica_key, false,
+			    "clientAuth", -1, 365);
 	pki.other = new_cert("bob", 0x1002, pki.leaf_key, pki.ica, pki.ica_key, false, "clientAuth",
 			     -1, 365);
 	pki.resp = new_cert("Test OCSP Responder", 0x2001, pki.resp_key, pki.ica, pki.ica_key,
@@ -132,7 +132,7 @@ static void pki_init(void)
 
 static void pki_fini(void)
 {
-	X509 *certs[] = {pki.root,      pki.ica,      pki.leaf,      pki.other, pki.resp,
+	X509 *certs[] = {pki.root,       pki.ica,      pki.leaf,      pki.other, pki.resp,
 			 pki.resp_noeku, pki.resp_old, pki.root_resp, pki.evil,  pki.evil_resp};
 	EVP_PKEY *keys[] = {pki.root_key, pki.ica_key,  pki.leaf_key,
 			    pki.resp_key, pki.evil_key, pki.evil_resp_key};
@@ -191,10 +191,9 @@ static unsigned char *build(const struct spec *sp, size_t *len)
 				     *nextu = s->no_next ? NULL : gtime(s->next_off);
 
 		cr_assert_not_null(id);
-		cr_assert_not_null(OCSP_basic_add1_status(bs, id, s->status, s->reason,
-							  s->status == V_OCSP_CERTSTATUS_REVOKED ? rev
-												 : NULL,
-							  thisu, nextu));
+		cr_assert_not_null(OCSP_basic_add1_status(
+			bs, id, s->status, s->reason,
+			s->status == V_OCSP_CERTSTATUS_REVOKED ? rev : NULL, thisu, nextu));
 		OCSP_CERTID_free(id);
 		ASN1_GENERALIZEDTIME_free(rev);
 		ASN1_GENERALIZEDTIME_free(thisu);
@@ -215,13 +214,14 @@ static struct spec good_by(X509 *signer, EVP_PKEY *key)
 {
 	struct spec sp = {.signer = signer, .key = key, .n = 1};
 
-	sp.s[0] = (struct single){.cert = pki.leaf, .status = V_OCSP_CERTSTATUS_GOOD,
-				  .this_off = -3600, .next_off = 3 * DAY};
+	sp.s[0] = (struct single){.cert = pki.leaf,
+				  .status = V_OCSP_CERTSTATUS_GOOD,
+				  .this_off = -3600,
+				  .next_off = 3 * DAY};
 	return sp;
 }
 
-static int check(const unsigned char *der, size_t len, struct cm_ocsp_answer *a,
-		 struct cm_err *err)
+static int check(const unsigned char *der, size_t len, struct cm_ocsp_answer *a, struct cm_err *err)
 {
 	int r = cm_ocsp_check(der, len, pki.leaf, pki.ica, pki.trust, pki.untrusted, pki.now, a,
 			      err);

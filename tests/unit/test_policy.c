@@ -53,46 +53,45 @@ static struct cm_account make_account(const struct state_row *r)
 Test(account_state, table)
 {
 	static const struct state_row rows[] = {
-		{ "normal 512", 512, 0, false, 0, CM_REASON_ALLOWED },
-		{ "disabled 514", 514, 0, false, 0, CM_REASON_ACCOUNT_DISABLED },
-		{ "normal, password never expires 66048", 66048, 0, false, 0, CM_REASON_ALLOWED },
-		{ "disabled, password never expires 66050", 66050, 0, false, 0,
-		  CM_REASON_ACCOUNT_DISABLED },
-		{ "disabled with other bits (0x2|0x20|0x200|0x10000)", 0x10222, 0, false, 0,
-		  CM_REASON_ACCOUNT_DISABLED },
-		{ "computer account 4096", 4096, 0, false, 0, CM_REASON_ALLOWED },
-		{ "every bit but disable", 0xFFFFFFFD, 0, false, 0, CM_REASON_ALLOWED },
-		{ "only the disable bit", 0x2, 0, false, 0, CM_REASON_ACCOUNT_DISABLED },
-		{ "no userAccountControl: fail closed", NO_VALUE, 0, false, 0,
-		  CM_REASON_ACCOUNT_DISABLED },
-		{ "locked: computed 0x10", 512, 0x10, false, 0, CM_REASON_ACCOUNT_LOCKED },
-		{ "locked with other computed bits", 66048, 0x800010, false, 0,
-		  CM_REASON_ACCOUNT_LOCKED },
-		{ "stale lockout: legacy uAC bit 0x10, computed clear", 512 | 0x10, 0, false, 0,
-		  CM_REASON_ALLOWED },
-		{ "password expired only (computed 0x800000)", 512, 0x800000, false, 0,
-		  CM_REASON_ALLOWED },
-		{ "computed absent (pure function: not locked)", 512, NO_VALUE, false, 0,
-		  CM_REASON_ALLOWED },
-		{ "disabled and locked: disabled first", 514, 0x10, false, 0,
-		  CM_REASON_ACCOUNT_DISABLED },
-		{ "accountExpires 0: never", 512, 0, true, 0, CM_REASON_ALLOWED },
-		{ "accountExpires 0x7FFFFFFFFFFFFFFF: never", 512, 0, true, INT64_MAX,
-		  CM_REASON_ALLOWED },
-		{ "accountExpires in 2020", 512, 0, true, FT(Y2020), CM_REASON_ACCOUNT_EXPIRED },
-		{ "accountExpires in 2100", 512, 0, true, FT(Y2100), CM_REASON_ALLOWED },
-		{ "accountExpires exactly now", 512, 0, true, FT(NOW), CM_REASON_ACCOUNT_EXPIRED },
-		{ "accountExpires one tick after now", 512, 0, true, FT(NOW) + 1,
-		  CM_REASON_ALLOWED },
-		{ "accountExpires 1 (1601)", 512, 0, true, 1, CM_REASON_ACCOUNT_EXPIRED },
-		{ "accountExpires negative", 512, 0, true, -5, CM_REASON_ACCOUNT_EXPIRED },
-		{ "accountExpires 0x7FFFFFFFFFFFFFFE: year 30828", 512, 0, true, INT64_MAX - 1,
-		  CM_REASON_ALLOWED },
-		{ "accountExpires absent", 512, 0, false, FT(Y2020), CM_REASON_ALLOWED },
-		{ "expired and locked: locked first", 512, 0x10, true, FT(Y2020),
-		  CM_REASON_ACCOUNT_LOCKED },
-		{ "expired and disabled: disabled first", 66050, 0, true, FT(Y2020),
-		  CM_REASON_ACCOUNT_DISABLED },
+		{"normal 512", 512, 0, false, 0, CM_REASON_ALLOWED},
+		{"disabled 514", 514, 0, false, 0, CM_REASON_ACCOUNT_DISABLED},
+		{"normal, password never expires 66048", 66048, 0, false, 0, CM_REASON_ALLOWED},
+		{"disabled, password never expires 66050", 66050, 0, false, 0,
+		 CM_REASON_ACCOUNT_DISABLED},
+		{"disabled with other bits (0x2|0x20|0x200|0x10000)", 0x10222, 0, false, 0,
+		 CM_REASON_ACCOUNT_DISABLED},
+		{"computer account 4096", 4096, 0, false, 0, CM_REASON_ALLOWED},
+		{"every bit but disable", 0xFFFFFFFD, 0, false, 0, CM_REASON_ALLOWED},
+		{"only the disable bit", 0x2, 0, false, 0, CM_REASON_ACCOUNT_DISABLED},
+		{"no userAccountControl: fail closed", NO_VALUE, 0, false, 0,
+		 CM_REASON_ACCOUNT_DISABLED},
+		{"locked: computed 0x10", 512, 0x10, false, 0, CM_REASON_ACCOUNT_LOCKED},
+		{"locked with other computed bits", 66048, 0x800010, false, 0,
+		 CM_REASON_ACCOUNT_LOCKED},
+		{"stale lockout: legacy uAC bit 0x10, computed clear", 512 | 0x10, 0, false, 0,
+		 CM_REASON_ALLOWED},
+		{"password expired only (computed 0x800000)", 512, 0x800000, false, 0,
+		 CM_REASON_ALLOWED},
+		{"computed absent (pure function: not locked)", 512, NO_VALUE, false, 0,
+		 CM_REASON_ALLOWED},
+		{"disabled and locked: disabled first", 514, 0x10, false, 0,
+		 CM_REASON_ACCOUNT_DISABLED},
+		{"accountExpires 0: never", 512, 0, true, 0, CM_REASON_ALLOWED},
+		{"accountExpires 0x7FFFFFFFFFFFFFFF: never", 512, 0, true, INT64_MAX,
+		 CM_REASON_ALLOWED},
+		{"accountExpires in 2020", 512, 0, true, FT(Y2020), CM_REASON_ACCOUNT_EXPIRED},
+		{"accountExpires in 2100", 512, 0, true, FT(Y2100), CM_REASON_ALLOWED},
+		{"accountExpires exactly now", 512, 0, true, FT(NOW), CM_REASON_ACCOUNT_EXPIRED},
+		{"accountExpires one tick after now", 512, 0, true, FT(NOW) + 1, CM_REASON_ALLOWED},
+		{"accountExpires 1 (1601)", 512, 0, true, 1, CM_REASON_ACCOUNT_EXPIRED},
+		{"accountExpires negative", 512, 0, true, -5, CM_REASON_ACCOUNT_EXPIRED},
+		{"accountExpires 0x7FFFFFFFFFFFFFFE: year 30828", 512, 0, true, INT64_MAX - 1,
+		 CM_REASON_ALLOWED},
+		{"accountExpires absent", 512, 0, false, FT(Y2020), CM_REASON_ALLOWED},
+		{"expired and locked: locked first", 512, 0x10, true, FT(Y2020),
+		 CM_REASON_ACCOUNT_LOCKED},
+		{"expired and disabled: disabled first", 66050, 0, true, FT(Y2020),
+		 CM_REASON_ACCOUNT_DISABLED},
 	};
 
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
@@ -155,40 +154,40 @@ static void check_basic_rows(const struct cm_config *cfg, const struct cm_accoun
 Test(basic_user, ad_forms_with_netbios_domain)
 {
 	static const struct basic_row rows[] = {
-		{ "alice", true },
-		{ "ALICE", true },
-		{ "LAB\\alice", true },
-		{ "lab\\ALICE", true },
-		{ "Lab\\Alice", true },
-		{ "OTHER\\alice", false }, /* wrong domain when netbios_domain is set */
-		{ "LABX\\alice", false },
-		{ "LA\\alice", false },
-		{ "LAB.TEST\\alice", false },
-		{ "LAB\\", false },
-		{ "\\alice", false },
-		{ "\\", false },
-		{ "LAB\\\\alice", false },
-		{ "LAB\\alice\\", false },
-		{ "LAB\\alice@lab.test", false },
-		{ "alice.smith@corp.example", true }, /* userPrincipalName */
-		{ "ALICE.SMITH@CORP.EXAMPLE", true },
-		{ "alice@lab.test", true }, /* implicit UPN sam@<dns domain> */
-		{ "Alice@LAB.Test", true },
-		{ "alice@other.test", false },
-		{ "alice@lab.test.", false },
-		{ "alice@lab.testx", false },
-		{ "alice@", false },
-		{ "@lab.test", false },
-		{ "alice@mail.example", false }, /* mail is not a logon name in ad */
-		{ "alice.smith", false },
-		{ "alic", false },
-		{ "alicex", false },
-		{ " alice", false },
-		{ "alice ", false },
-		{ "bob", false },
-		{ "LAB\\bob", false },
-		{ "", false },
-		{ NULL, false },
+		{"alice", true},
+		{"ALICE", true},
+		{"LAB\\alice", true},
+		{"lab\\ALICE", true},
+		{"Lab\\Alice", true},
+		{"OTHER\\alice", false}, /* wrong domain when netbios_domain is set */
+		{"LABX\\alice", false},
+		{"LA\\alice", false},
+		{"LAB.TEST\\alice", false},
+		{"LAB\\", false},
+		{"\\alice", false},
+		{"\\", false},
+		{"LAB\\\\alice", false},
+		{"LAB\\alice\\", false},
+		{"LAB\\alice@lab.test", false},
+		{"alice.smith@corp.example", true}, /* userPrincipalName */
+		{"ALICE.SMITH@CORP.EXAMPLE", true},
+		{"alice@lab.test", true}, /* implicit UPN sam@<dns domain> */
+		{"Alice@LAB.Test", true},
+		{"alice@other.test", false},
+		{"alice@lab.test.", false},
+		{"alice@lab.testx", false},
+		{"alice@", false},
+		{"@lab.test", false},
+		{"alice@mail.example", false}, /* mail is not a logon name in ad */
+		{"alice.smith", false},
+		{"alic", false},
+		{"alicex", false},
+		{" alice", false},
+		{"alice ", false},
+		{"bob", false},
+		{"LAB\\bob", false},
+		{"", false},
+		{NULL, false},
 	};
 	struct cm_config cfg = ad_config();
 	struct cm_account a = ad_alice();
@@ -199,8 +198,8 @@ Test(basic_user, ad_forms_with_netbios_domain)
 Test(basic_user, ad_without_netbios_domain_accepts_any_domain)
 {
 	static const struct basic_row rows[] = {
-		{ "LAB\\alice", true }, { "ANY\\alice", true }, { "\\alice", false },
-		{ "LAB\\", false },     { "ANY\\bob", false },
+		{"LAB\\alice", true}, {"ANY\\alice", true}, {"\\alice", false},
+		{"LAB\\", false},     {"ANY\\bob", false},
 	};
 	struct cm_config cfg = ad_config();
 	struct cm_account a = ad_alice();
@@ -212,14 +211,14 @@ Test(basic_user, ad_without_netbios_domain_accepts_any_domain)
 Test(basic_user, ad_without_dns_domain_or_upn)
 {
 	static const struct basic_row no_dns[] = {
-		{ "alice@lab.test", false },
-		{ "alice.smith@corp.example", true },
-		{ "alice", true },
+		{"alice@lab.test", false},
+		{"alice.smith@corp.example", true},
+		{"alice", true},
 	};
 	static const struct basic_row no_upn[] = {
-		{ "alice@lab.test", true },
-		{ "alice.smith@corp.example", false },
-		{ "@", false },
+		{"alice@lab.test", true},
+		{"alice.smith@corp.example", false},
+		{"@", false},
 	};
 	struct cm_config cfg = ad_config();
 	struct cm_account a = ad_alice();
@@ -252,18 +251,18 @@ Test(basic_user, ad_account_without_names_matches_nothing)
 Test(basic_user, rfc4523_uid_mail_and_implicit)
 {
 	static const struct basic_row rows[] = {
-		{ "alice", true },
-		{ "ALICE", true },
-		{ "alice@mail.example", true }, /* mail */
-		{ "Alice@Mail.Example", true },
-		{ "alice@lab.test", true }, /* uid@<dns domain> */
-		{ "alice@other.test", false },
-		{ "LAB\\alice", false }, /* no NETBIOS form outside AD */
-		{ "alice.smith@corp.example", false },
-		{ "alic", false },
-		{ "LAB\\", false },
-		{ "", false },
-		{ NULL, false },
+		{"alice", true},
+		{"ALICE", true},
+		{"alice@mail.example", true}, /* mail */
+		{"Alice@Mail.Example", true},
+		{"alice@lab.test", true}, /* uid@<dns domain> */
+		{"alice@other.test", false},
+		{"LAB\\alice", false}, /* no NETBIOS form outside AD */
+		{"alice.smith@corp.example", false},
+		{"alic", false},
+		{"LAB\\", false},
+		{"", false},
+		{NULL, false},
 	};
 	struct cm_config cfg = ad_config();
 	struct cm_account a;
@@ -293,45 +292,45 @@ struct check_row {
 Test(check, order_and_basic_binding_without_groups)
 {
 	static const struct check_row rows[] = {
-		{ "all fine, binding off", CM_DIALECT_AD, true, CM_BASIC_OFF, 66048, true, 0,
-		  "mallory", CM_REASON_ALLOWED, NULL },
-		{ "disabled", CM_DIALECT_AD, true, CM_BASIC_OFF, 66050, true, 0, NULL,
-		  CM_REASON_ACCOUNT_DISABLED, "is disabled" },
-		{ "locked", CM_DIALECT_AD, true, CM_BASIC_OFF, 66048, true, 0x10, NULL,
-		  CM_REASON_ACCOUNT_LOCKED, "locked" },
-		{ "state before binding", CM_DIALECT_AD, true, CM_BASIC_REQUIRED, 514, true, 0,
-		  "mallory", CM_REASON_ACCOUNT_DISABLED, "CN=alice" },
-		{ "lockout state unreadable: fail closed", CM_DIALECT_AD, true, CM_BASIC_OFF, 512,
-		  false, 0, NULL, CM_REASON_DIRECTORY_UNAVAILABLE, "lockout" },
-		{ "state check off", CM_DIALECT_AD, false, CM_BASIC_OFF, 514, true, 0x10, NULL,
-		  CM_REASON_ALLOWED, NULL },
-		{ "rfc4523 has no account state", CM_DIALECT_RFC4523, true, CM_BASIC_OFF, 514, false,
-		  0x10, NULL, CM_REASON_ALLOWED, NULL },
-		{ "required, no Basic user", CM_DIALECT_AD, true, CM_BASIC_REQUIRED, 512, true, 0,
-		  NULL, CM_REASON_BASIC_USER_MISMATCH, "no Basic" },
-		{ "required, right user", CM_DIALECT_AD, true, CM_BASIC_REQUIRED, 512, true, 0,
-		  "LAB\\alice", CM_REASON_ALLOWED, NULL },
-		{ "required, wrong user", CM_DIALECT_AD, true, CM_BASIC_REQUIRED, 512, true, 0,
-		  "LAB\\bob", CM_REASON_BASIC_USER_MISMATCH, "LAB\\bob" },
-		{ "required, empty user", CM_DIALECT_AD, true, CM_BASIC_REQUIRED, 512, true, 0, "",
-		  CM_REASON_BASIC_USER_MISMATCH, NULL },
-		{ "if_present, none", CM_DIALECT_AD, true, CM_BASIC_IF_PRESENT, 512, true, 0, NULL,
-		  CM_REASON_ALLOWED, NULL },
-		{ "if_present, right", CM_DIALECT_AD, true, CM_BASIC_IF_PRESENT, 512, true, 0,
-		  "alice@lab.test", CM_REASON_ALLOWED, NULL },
-		{ "if_present, wrong", CM_DIALECT_AD, true, CM_BASIC_IF_PRESENT, 512, true, 0,
-		  "bob", CM_REASON_BASIC_USER_MISMATCH, "bob" },
-		{ "if_present, empty", CM_DIALECT_AD, true, CM_BASIC_IF_PRESENT, 512, true, 0, "",
-		  CM_REASON_BASIC_USER_MISMATCH, NULL },
-		{ "off ignores a wrong user", CM_DIALECT_AD, true, CM_BASIC_OFF, 512, true, 0, "bob",
-		  CM_REASON_ALLOWED, NULL },
+		{"all fine, binding off", CM_DIALECT_AD, true, CM_BASIC_OFF, 66048, true, 0,
+		 "mallory", CM_REASON_ALLOWED, NULL},
+		{"disabled", CM_DIALECT_AD, true, CM_BASIC_OFF, 66050, true, 0, NULL,
+		 CM_REASON_ACCOUNT_DISABLED, "is disabled"},
+		{"locked", CM_DIALECT_AD, true, CM_BASIC_OFF, 66048, true, 0x10, NULL,
+		 CM_REASON_ACCOUNT_LOCKED, "locked"},
+		{"state before binding", CM_DIALECT_AD, true, CM_BASIC_REQUIRED, 514, true, 0,
+		 "mallory", CM_REASON_ACCOUNT_DISABLED, "CN=alice"},
+		{"lockout state unreadable: fail closed", CM_DIALECT_AD, true, CM_BASIC_OFF, 512,
+		 false, 0, NULL, CM_REASON_DIRECTORY_UNAVAILABLE, "lockout"},
+		{"state check off", CM_DIALECT_AD, false, CM_BASIC_OFF, 514, true, 0x10, NULL,
+		 CM_REASON_ALLOWED, NULL},
+		{"rfc4523 has no account state", CM_DIALECT_RFC4523, true, CM_BASIC_OFF, 514, false,
+		 0x10, NULL, CM_REASON_ALLOWED, NULL},
+		{"required, no Basic user", CM_DIALECT_AD, true, CM_BASIC_REQUIRED, 512, true, 0,
+		 NULL, CM_REASON_BASIC_USER_MISMATCH, "no Basic"},
+		{"required, right user", CM_DIALECT_AD, true, CM_BASIC_REQUIRED, 512, true, 0,
+		 "LAB\\alice", CM_REASON_ALLOWED, NULL},
+		{"required, wrong user", CM_DIALECT_AD, true, CM_BASIC_REQUIRED, 512, true, 0,
+		 "LAB\\bob", CM_REASON_BASIC_USER_MISMATCH, "LAB\\bob"},
+		{"required, empty user", CM_DIALECT_AD, true, CM_BASIC_REQUIRED, 512, true, 0, "",
+		 CM_REASON_BASIC_USER_MISMATCH, NULL},
+		{"if_present, none", CM_DIALECT_AD, true, CM_BASIC_IF_PRESENT, 512, true, 0, NULL,
+		 CM_REASON_ALLOWED, NULL},
+		{"if_present, right", CM_DIALECT_AD, true, CM_BASIC_IF_PRESENT, 512, true, 0,
+		 "alice@lab.test", CM_REASON_ALLOWED, NULL},
+		{"if_present, wrong", CM_DIALECT_AD, true, CM_BASIC_IF_PRESENT, 512, true, 0, "bob",
+		 CM_REASON_BASIC_USER_MISMATCH, "bob"},
+		{"if_present, empty", CM_DIALECT_AD, true, CM_BASIC_IF_PRESENT, 512, true, 0, "",
+		 CM_REASON_BASIC_USER_MISMATCH, NULL},
+		{"off ignores a wrong user", CM_DIALECT_AD, true, CM_BASIC_OFF, 512, true, 0, "bob",
+		 CM_REASON_ALLOWED, NULL},
 	};
 
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
 		const struct check_row *r = &rows[i];
 		struct cm_config cfg = ad_config();
 		struct cm_account a = ad_alice();
-		struct cm_trace trace = { NULL, 0, 0 };
+		struct cm_trace trace = {NULL, 0, 0};
 		char *detail = (char *)"unset";
 		enum cm_reason got;
 
@@ -370,10 +369,10 @@ Test(check, account_expired_detail_names_the_date)
 /* Groups need the directory: with every server down, deny as unavailable. */
 Test(check, groups_with_directory_down_fail_closed)
 {
-	static const enum cm_dialect dialects[] = { CM_DIALECT_AD, CM_DIALECT_RFC4523 };
+	static const enum cm_dialect dialects[] = {CM_DIALECT_AD, CM_DIALECT_RFC4523};
 	char uri[64];
-	char *uris[1] = { uri }, *groups[1] = { "CN=ActiveSync Users,CN=Users,DC=lab,DC=test" };
-	struct sockaddr_in sa = { .sin_family = AF_INET };
+	char *uris[1] = {uri}, *groups[1] = {"CN=ActiveSync Users,CN=Users,DC=lab,DC=test"};
+	struct sockaddr_in sa = {.sin_family = AF_INET};
 	socklen_t len = sizeof(sa);
 	int s = socket(AF_INET, SOCK_STREAM, 0);
 
@@ -387,7 +386,7 @@ Test(check, groups_with_directory_down_fail_closed)
 		struct cm_config cfg = ad_config();
 		struct cm_account a = ad_alice();
 		struct cm_dir *dir = NULL;
-		struct cm_err err = { "" };
+		struct cm_err err = {""};
 		char *detail = NULL;
 
 		cfg.directory.dialect = dialects[i];

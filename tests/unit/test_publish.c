@@ -25,21 +25,21 @@
 static struct cm_pub_map parse_ok(const char *text)
 {
 	struct cm_pub_map m;
-	struct cm_err err = { "" };
+	struct cm_err err = {""};
 
-	cr_assert_eq(cm_pub_map_parse(text, strlen(text), "/csv/dir", &m, &err), 0, "%s: %s",
-		     text, err.msg);
+	cr_assert_eq(cm_pub_map_parse(text, strlen(text), "/csv/dir", &m, &err), 0, "%s: %s", text,
+		     err.msg);
 	return m;
 }
 
 static void parse_bad(const char *text, size_t len, const char *want)
 {
 	struct cm_pub_map m;
-	struct cm_err err = { "" };
+	struct cm_err err = {""};
 
 	cr_assert_eq(cm_pub_map_parse(text, len, "/csv/dir", &m, &err), -1, "accepted: %s", text);
-	cr_assert_not_null(strstr(err.msg, want), "\"%s\": error \"%s\" lacks \"%s\"", text, err.msg,
-			   want);
+	cr_assert_not_null(strstr(err.msg, want), "\"%s\": error \"%s\" lacks \"%s\"", text,
+			   err.msg, want);
 	cr_assert_eq(m.n, 0);
 	cr_assert_null(m.rows);
 }
@@ -157,7 +157,7 @@ static size_t add_account(struct cm_inventory *inv, const char *name, bool membe
 	return inv->n - 1;
 }
 
-#define V(...) ((const char *const[]){ __VA_ARGS__, NULL })
+#define V(...) ((const char *const[]){__VA_ARGS__, NULL})
 
 static void inv_init(struct cm_inventory *inv)
 {
@@ -204,12 +204,12 @@ Test(match, cert_dir_by_name_upn_email_conflicts_and_strangers)
 	alice = add_account(&inv, "alice", true, NULL);
 	bob = add_account(&inv, "bob", true, NULL);
 	carol = add_account(&inv, "carol", true, NULL);
-	add_account(&inv, "mallory", false, NULL); /* not a member */
-	s[0] = source("/d/ALICE.pem", "a1", NULL, NULL, NULL);      /* by name, any case */
+	add_account(&inv, "mallory", false, NULL);                          /* not a member */
+	s[0] = source("/d/ALICE.pem", "a1", NULL, NULL, NULL);              /* by name, any case */
 	s[1] = source("/d/phone-17.crt", "b1", NULL, "bob@lab.test", NULL); /* UPN SAN */
 	s[2] = source("/d/x.der", "c1", NULL, NULL, "CAROL@mail.lab.test"); /* e-mail SAN */
-	s[3] = source("/d/alice.cer", "a2", NULL, "bob@lab.test", NULL); /* name vs SAN */
-	s[4] = source("/d/mallory.pem", "m1", NULL, NULL, NULL);    /* non-member */
+	s[3] = source("/d/alice.cer", "a2", NULL, "bob@lab.test", NULL);    /* name vs SAN */
+	s[4] = source("/d/mallory.pem", "m1", NULL, NULL, NULL);            /* non-member */
 	s[5] = source("/d/bob2.pem", "a3", NULL, "alice@lab.test", "bob@mail.lab.test");
 	s[6] = source("/d/carol.pem", "c2", NULL, "carol@lab.test", "carol@elsewhere.example");
 
@@ -243,7 +243,7 @@ Test(match, rfc4523_ignores_upn_attribute)
 
 	inv_init(&inv);
 	add_account(&inv, "alice", true, NULL);
-	s[0] = source("/d/one.pem", "a1", NULL, "alice@lab.test", NULL);       /* UPN attr: ad only */
+	s[0] = source("/d/one.pem", "a1", NULL, "alice@lab.test", NULL); /* UPN attr: ad only */
 	s[1] = source("/d/two.pem", "a2", NULL, "alice@mail.lab.test", NULL); /* UPN SAN = mail */
 	cr_assert_eq(cm_pub_match(&inv, false, CM_PUB_MODE_DIR, s, 2), 0);
 	cr_assert_not_null(s[0].skip);
@@ -296,7 +296,7 @@ Test(plan, idempotent_adds_never_touch_foreign_values)
 	struct cm_inventory inv;
 	struct cm_pub_source s[3];
 	struct cm_pub_plan plan;
-	struct cm_pub_options opt = { false, false };
+	struct cm_pub_options opt = {false, false};
 
 	inv_init(&inv);
 	add_account(&inv, "alice", true, V("a1:mu", "smime:u")); /* a1 already there */
@@ -326,7 +326,7 @@ Test(plan, replace_expired_only_managed_and_after_the_add)
 	struct cm_inventory inv;
 	struct cm_pub_source s[2];
 	struct cm_pub_plan plan;
-	struct cm_pub_options opt = { false, true };
+	struct cm_pub_options opt = {false, true};
 
 	inv_init(&inv);
 	/* kim: an expired managed value, an expired foreign one, a valid managed one */
@@ -361,7 +361,7 @@ Test(plan, prune_removes_only_managed_values_of_non_members)
 {
 	struct cm_inventory inv;
 	struct cm_pub_plan plan;
-	struct cm_pub_options opt = { true, false };
+	struct cm_pub_options opt = {true, false};
 
 	inv_init(&inv);
 	add_account(&inv, "alice", true, V("a1:mu"));
@@ -388,7 +388,7 @@ Test(plan, one_cert_for_every_member)
 	struct cm_inventory inv;
 	struct cm_pub_source s;
 	struct cm_pub_plan plan;
-	struct cm_pub_options opt = { true, false };
+	struct cm_pub_options opt = {true, false};
 
 	inv_init(&inv);
 	add_account(&inv, "gina", true, V("shared:mu"));
@@ -411,8 +411,8 @@ Test(plan, one_cert_for_every_member)
 
 /* ---- audit ---- */
 
-static const struct cm_audit_finding *find(const struct cm_audit_report *r,
-					   enum cm_audit_kind kind, const char *account)
+static const struct cm_audit_finding *find(const struct cm_audit_report *r, enum cm_audit_kind kind,
+					   const char *account)
 {
 	for (size_t i = 0; i < r->n; i++)
 		if (r->v[i].kind == kind)
@@ -429,7 +429,7 @@ Test(audit, every_kind_once_and_nothing_else)
 	const struct cm_audit_finding *f;
 
 	inv_init(&inv);
-	add_account(&inv, "alice", true, V("alice:mu"));              /* fine */
+	add_account(&inv, "alice", true, V("alice:mu")); /* fine */
 	add_account(&inv, "gina", true, V("shared:mu"));
 	add_account(&inv, "hank", true, V("shared:mu"));
 	add_account(&inv, "kim", true, V("kim:me"));
@@ -438,8 +438,8 @@ Test(audit, every_kind_once_and_nothing_else)
 	add_account(&inv, "judy", true, V("judy:mr"));
 	add_account(&inv, "dup", true, V("dup:mu", "dup:mu"));
 	add_account(&inv, "nocert", true, NULL);
-	add_account(&inv, "bob", false, V("bob:mu", "smime:u"));     /* smime: not managed */
-	add_account(&inv, "carl", false, V("alice:mu"));             /* alice's cert elsewhere */
+	add_account(&inv, "bob", false, V("bob:mu", "smime:u")); /* smime: not managed */
+	add_account(&inv, "carl", false, V("alice:mu"));         /* alice's cert elsewhere */
 	cr_assert_eq(cm_audit_run(&inv, CM_AMBIGUOUS_DENY, &r), 0);
 
 	cr_assert_eq(r.counts[CM_AUDIT_CRITICAL], 2);
@@ -460,8 +460,8 @@ Test(audit, every_kind_once_and_nothing_else)
 	cr_assert_not_null(find(&r, CM_AUDIT_HOLDER_OUTSIDE_GROUP, "carl"));
 	/* members with no usable value: gina, hank (shared under deny), kim, leo, mallory,
 	 * judy, nocert; alice's cert is shared with carl too */
-	static const char *const unusable[] = { "gina", "hank", "kim", "leo", "mallory", "judy",
-						"nocert", "alice" };
+	static const char *const unusable[] = {"gina",    "hank", "kim",    "leo",
+					       "mallory", "judy", "nocert", "alice"};
 	for (size_t i = 0; i < sizeof(unusable) / sizeof(unusable[0]); i++)
 		cr_assert_not_null(find(&r, CM_AUDIT_MEMBER_WITHOUT_USABLE_CERT, unusable[i]), "%s",
 				   unusable[i]);
@@ -531,7 +531,8 @@ static struct cm_config *fixture_config(bool with_crl)
 	cfg->client_certificates.trusted_issuers.v = issuers;
 	cfg->client_certificates.trusted_issuers.n = 1;
 	cfg->client_certificates.require_client_auth_eku = true;
-	cfg->client_certificates.revocation.mode = with_crl ? CM_REVOCATION_SOFT : CM_REVOCATION_OFF;
+	cfg->client_certificates.revocation.mode =
+		with_crl ? CM_REVOCATION_SOFT : CM_REVOCATION_OFF;
 	cfg->client_certificates.revocation.crl_files.v = crls;
 	cfg->client_certificates.revocation.crl_files.n = with_crl ? 1 : 0;
 	return cfg;
@@ -541,7 +542,7 @@ static void classify_file(struct cm_classifier *c, const char *name, struct cm_i
 {
 	char path[512];
 	struct cm_der_list l;
-	struct cm_err err = { "" };
+	struct cm_err err = {""};
 
 	snprintf(path, sizeof(path), "%s/%s", CERTMAP_FIXTURES, name);
 	cr_assert_eq(cm_der_list_read(path, &l, &err), 0, "%s: %s", name, err.msg);
@@ -555,22 +556,22 @@ Test(classify, fixtures)
 		const char *file;
 		bool parsed, managed, expired, nyv, revoked, usable;
 	} rows[] = {
-		{ "alice.pem", true, true, false, false, false, true },
-		{ "kim-expired.pem", true, true, true, false, false, false },
-		{ "leo-notyet.pem", true, true, false, true, false, false },
-		{ "judy-revoked.pem", true, true, false, false, true, false },
-		{ "mike-serverauth.pem", true, true, false, false, false, false }, /* EKU */
-		{ "mallory-selfsigned.pem", true, false, false, false, false, false },
-		{ "rogue-alice.pem", true, false, false, false, false, false },
-		{ "victor-untrusted.pem", true, false, false, false, false, false },
-		{ "ivan.pem", true, false, false, false, false, false }, /* needs the sub CA */
-		{ "issuing-ca.pem", true, false, false, false, false, false },
-		{ "garbage.pem", false, false, false, false, false, false },
-		{ "serialdup.pem", true, true, false, false, false, true },
+		{"alice.pem", true, true, false, false, false, true},
+		{"kim-expired.pem", true, true, true, false, false, false},
+		{"leo-notyet.pem", true, true, false, true, false, false},
+		{"judy-revoked.pem", true, true, false, false, true, false},
+		{"mike-serverauth.pem", true, true, false, false, false, false}, /* EKU */
+		{"mallory-selfsigned.pem", true, false, false, false, false, false},
+		{"rogue-alice.pem", true, false, false, false, false, false},
+		{"victor-untrusted.pem", true, false, false, false, false, false},
+		{"ivan.pem", true, false, false, false, false, false}, /* needs the sub CA */
+		{"issuing-ca.pem", true, false, false, false, false, false},
+		{"garbage.pem", false, false, false, false, false, false},
+		{"serialdup.pem", true, true, false, false, false, true},
 	};
 	struct cm_config *cfg = fixture_config(true);
 	struct cm_classifier *c = NULL, *with_sub = NULL;
-	struct cm_err err = { "" };
+	struct cm_err err = {""};
 	struct cm_inv_class cls;
 
 	cr_assert_eq(cm_classifier_new(cfg, NULL, NOW, &c, &err), 0, "%s", err.msg);
@@ -591,8 +592,9 @@ Test(classify, fixtures)
 		cm_inv_class_clear(&cls);
 	}
 	/* the intermediate a device would send makes ivan's one of ours */
-	cr_assert_eq(cm_classifier_new(cfg, CERTMAP_FIXTURES "/ivan-chain.pem", NOW, &with_sub,
-				       &err), 0, "%s", err.msg);
+	cr_assert_eq(
+		cm_classifier_new(cfg, CERTMAP_FIXTURES "/ivan-chain.pem", NOW, &with_sub, &err), 0,
+		"%s", err.msg);
 	classify_file(with_sub, "ivan.pem", &cls);
 	cr_assert(cls.managed && cls.usable, "%s", cls.problem ? cls.problem : "");
 	cr_assert_str_eq(cls.subject, "CN=ivan,OU=Users,O=Certmap Lab,C=US");
@@ -615,7 +617,7 @@ Test(classify, source_loading_refuses_what_prune_could_not_remove)
 {
 	struct cm_config *cfg = fixture_config(true);
 	struct cm_classifier *c = NULL;
-	struct cm_err err = { "" };
+	struct cm_err err = {""};
 	struct cm_pub_source s;
 
 	cr_assert_eq(cm_classifier_new(cfg, NULL, NOW, &c, &err), 0, "%s", err.msg);
@@ -646,7 +648,7 @@ Test(classify, source_loading_refuses_what_prune_could_not_remove)
 
 Test(dnset, compares_as_the_directory)
 {
-	struct cm_dnset set = { NULL, 0, 0 };
+	struct cm_dnset set = {NULL, 0, 0};
 	char dn[64];
 
 	cr_assert_eq(cm_dnset_add(&set, "CN=Alice,CN=Users,DC=lab,DC=test"), 1);

@@ -24,27 +24,59 @@ static const struct row rows[] = {
 	{"judy-revoked.pem", NULL, {"issuing-ca.crl.pem"}, CM_REVOCATION_SOFT, CM_REASON_REVOKED},
 	{"judy-revoked.pem", NULL, {"issuing-ca.crl.pem"}, CM_REVOCATION_OFF, CM_REASON_ALLOWED},
 	/* A stale CRL that lists the certificate still means revoked. */
-	{"judy-revoked.pem", NULL, {"issuing-ca-stale.crl.pem"}, CM_REVOCATION_SOFT, CM_REASON_REVOKED},
-	{"judy-revoked.pem", NULL, {"issuing-ca-stale.crl.pem"}, CM_REVOCATION_HARD, CM_REASON_REVOKED},
+	{"judy-revoked.pem",
+	 NULL,
+	 {"issuing-ca-stale.crl.pem"},
+	 CM_REVOCATION_SOFT,
+	 CM_REASON_REVOKED},
+	{"judy-revoked.pem",
+	 NULL,
+	 {"issuing-ca-stale.crl.pem"},
+	 CM_REVOCATION_HARD,
+	 CM_REASON_REVOKED},
 	{"alice.pem", NULL, {"issuing-ca.crl.pem"}, CM_REVOCATION_HARD, CM_REASON_ALLOWED},
-	{"alice.pem", NULL, {"issuing-ca-stale.crl.pem"}, CM_REVOCATION_HARD, CM_REASON_REVOCATION_UNKNOWN},
+	{"alice.pem",
+	 NULL,
+	 {"issuing-ca-stale.crl.pem"},
+	 CM_REVOCATION_HARD,
+	 CM_REASON_REVOCATION_UNKNOWN},
 	{"alice.pem", NULL, {"issuing-ca-stale.crl.pem"}, CM_REVOCATION_SOFT, CM_REASON_ALLOWED},
 	{"alice.pem", NULL, {NULL}, CM_REVOCATION_HARD, CM_REASON_REVOCATION_UNKNOWN},
 	{"alice.pem", NULL, {NULL}, CM_REVOCATION_SOFT, CM_REASON_ALLOWED},
 	/* A CRL of another issuer says nothing about alice. */
-	{"alice.pem", NULL, {"sub-ca.crl.pem", "root-ca.crl.pem"}, CM_REVOCATION_HARD, CM_REASON_REVOCATION_UNKNOWN},
+	{"alice.pem",
+	 NULL,
+	 {"sub-ca.crl.pem", "root-ca.crl.pem"},
+	 CM_REVOCATION_HARD,
+	 CM_REASON_REVOCATION_UNKNOWN},
 	/* Revoked wins over good from another source. */
-	{"judy-revoked.pem", NULL, {"issuing-ca.crl.pem", "issuing-ca-stale.crl.pem"}, CM_REVOCATION_HARD, CM_REASON_REVOKED},
+	{"judy-revoked.pem",
+	 NULL,
+	 {"issuing-ca.crl.pem", "issuing-ca-stale.crl.pem"},
+	 CM_REVOCATION_HARD,
+	 CM_REASON_REVOKED},
 	/* Every non-anchor certificate of the path needs a current answer. */
-	{"ivan.pem", "ivan-chain.pem", {"issuing-ca.crl.pem"}, CM_REVOCATION_HARD, CM_REASON_REVOCATION_UNKNOWN},
-	{"ivan.pem", "ivan-chain.pem", {"sub-ca.crl.pem"}, CM_REVOCATION_HARD, CM_REASON_REVOCATION_UNKNOWN},
-	{"ivan.pem", "ivan-chain.pem", {"sub-ca.crl.pem", "issuing-ca.crl.pem"}, CM_REVOCATION_HARD, CM_REASON_ALLOWED},
+	{"ivan.pem",
+	 "ivan-chain.pem",
+	 {"issuing-ca.crl.pem"},
+	 CM_REVOCATION_HARD,
+	 CM_REASON_REVOCATION_UNKNOWN},
+	{"ivan.pem",
+	 "ivan-chain.pem",
+	 {"sub-ca.crl.pem"},
+	 CM_REVOCATION_HARD,
+	 CM_REASON_REVOCATION_UNKNOWN},
+	{"ivan.pem",
+	 "ivan-chain.pem",
+	 {"sub-ca.crl.pem", "issuing-ca.crl.pem"},
+	 CM_REVOCATION_HARD,
+	 CM_REASON_ALLOWED},
 	{"ivan.pem", "ivan-chain.pem", {"sub-ca.crl.pem"}, CM_REVOCATION_SOFT, CM_REASON_ALLOWED},
 };
 
-static enum cm_reason run(const char *cert_name, const char *chain_name, const char *const *crl_names,
-			  const char *extra_crl, enum cm_revocation_mode mode, char **detail,
-			  struct cm_trace *trace)
+static enum cm_reason run(const char *cert_name, const char *chain_name,
+			  const char *const *crl_names, const char *extra_crl,
+			  enum cm_revocation_mode mode, char **detail, struct cm_trace *trace)
 {
 	char buf[5][512];
 	char *anchors = fixture_path(buf[0], sizeof(buf[0]), "issuing-ca.pem");
@@ -70,11 +102,14 @@ static enum cm_reason run(const char *cert_name, const char *chain_name, const c
 	cfg.client_certificates.revocation.crl_files.n = n_crls;
 	cfg.client_certificates.revocation.mode = mode;
 	cr_assert_eq(cm_revstore_new(&cfg, &set, &err), 0, "%s", err.msg);
-	cr_assert_eq(cm_der_list_read(fixture_path(buf[4], sizeof(buf[4]), cert_name), &list, &err), 0);
+	cr_assert_eq(cm_der_list_read(fixture_path(buf[4], sizeof(buf[4]), cert_name), &list, &err),
+		     0);
 	der[n] = list.der[0];
 	len[n++] = list.len[0];
 	if (chain_name) {
-		cr_assert_eq(cm_der_list_read(fixture_path(buf[4], sizeof(buf[4]), chain_name), &chain, &err), 0);
+		cr_assert_eq(cm_der_list_read(fixture_path(buf[4], sizeof(buf[4]), chain_name),
+					      &chain, &err),
+			     0);
 		der[n] = chain.der[0];
 		len[n++] = chain.len[0];
 	}
@@ -82,10 +117,10 @@ static enum cm_reason run(const char *cert_name, const char *chain_name, const c
 	cr_assert_eq(cm_cert_verify(cert, trust, T_2026, true, trace, NULL), CM_REASON_ALLOWED);
 	got = cm_revstore_check(set, NULL, trust, cert, mode, T_2026, trace, detail, &rr);
 	cr_assert_eq(got, rr.reason);
-	cr_assert_str_eq(rr.status, mode == CM_REVOCATION_OFF ? "off"
-				    : got == CM_REASON_REVOKED ? "revoked"
+	cr_assert_str_eq(rr.status, mode == CM_REVOCATION_OFF             ? "off"
+				    : got == CM_REASON_REVOKED            ? "revoked"
 				    : got == CM_REASON_REVOCATION_UNKNOWN ? "unknown"
-				    : rr.status);
+									  : rr.status);
 	if (got == CM_REASON_REVOKED)
 		cr_assert(strstr(rr.source, "CRL file ") != NULL, "source %s", rr.source);
 	cm_cert_free(cert);
@@ -101,11 +136,12 @@ Test(revocation, table)
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
 		struct cm_trace trace = {0};
 		char *detail = NULL;
-		enum cm_reason got = run(rows[i].cert, rows[i].chain, rows[i].crls, NULL, rows[i].mode,
-					 &detail, &trace);
+		enum cm_reason got = run(rows[i].cert, rows[i].chain, rows[i].crls, NULL,
+					 rows[i].mode, &detail, &trace);
 
-		cr_expect_eq(got, rows[i].want, "row %zu (%s): got %s want %s (%s)", i, rows[i].cert,
-			     cm_reason_name(got), cm_reason_name(rows[i].want), detail ? detail : "");
+		cr_expect_eq(got, rows[i].want, "row %zu (%s): got %s want %s (%s)", i,
+			     rows[i].cert, cm_reason_name(got), cm_reason_name(rows[i].want),
+			     detail ? detail : "");
 		if (got != CM_REASON_ALLOWED)
 			cr_expect_not_null(detail, "row %zu has a detail", i);
 		free(detail);
@@ -158,7 +194,8 @@ Test(revocation, forged_crl_is_ignored)
 	unlink(tmpl);
 }
 
-static struct cm_revstore *store_of(char **paths, size_t n, struct cm_config *cfg, struct cm_err *err)
+static struct cm_revstore *store_of(char **paths, size_t n, struct cm_config *cfg,
+				    struct cm_err *err)
 {
 	struct cm_revstore *rs = NULL;
 

@@ -47,7 +47,8 @@ Test(util, secret_refuses_group_or_world_readable)
 
 	cr_assert_eq(cm_secret_read(p, &s, &err), -1);
 	cr_assert_null(s);
-	cr_assert(strstr(err.msg, "readable by group or others (mode 0644)") != NULL, "%s", err.msg);
+	cr_assert(strstr(err.msg, "readable by group or others (mode 0644)") != NULL, "%s",
+		  err.msg);
 	cr_assert_eq(chmod(p, 0640), 0);
 	cr_assert_eq(cm_secret_read(p, &s, &err), -1);
 	cr_assert_eq(chmod(p, 0600), 0);
@@ -97,8 +98,11 @@ Test(util, sanitize_escapes_controls_and_bad_utf8)
 
 	cr_assert_str_eq(s, "a\\x0ab\\x01\\xff \xc3\xa9 \"q\"");
 	free(s);
-	s = cm_sanitize("\xed\xa0\x80|\xe0\x80\xaf|\xf4\x90\x80\x80|\xc2\x9b|\xf0\x9f\x98\x80", 100);
-	cr_assert_str_eq(s, "\\xed\\xa0\\x80|\\xe0\\x80\\xaf|\\xf4\\x90\\x80\\x80|\\xc2\\x9b|\xf0\x9f\x98\x80");
+	s = cm_sanitize("\xed\xa0\x80|\xe0\x80\xaf|\xf4\x90\x80\x80|\xc2\x9b|\xf0\x9f\x98\x80",
+			100);
+	cr_assert_str_eq(
+		s,
+		"\\xed\\xa0\\x80|\\xe0\\x80\\xaf|\\xf4\\x90\\x80\\x80|\\xc2\\x9b|\xf0\x9f\x98\x80");
 	free(s);
 	s = cm_sanitize("abcdef", 3);
 	cr_assert_str_eq(s, "abc");

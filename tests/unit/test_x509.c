@@ -68,9 +68,11 @@ static enum cm_reason decide(const struct row *r, struct cm_trace *trace, char *
 	size_t len[CM_X509_MAX_CHAIN + 2], n = 0;
 
 	cr_assert_eq(cm_trust_load(&anchors, 1, &trust, &err), 0, "%s", err.msg);
-	cr_assert_eq(cm_der_list_read(fixture_path(p1, sizeof(p1), r->cert), &list, &err), 0, "%s", err.msg);
+	cr_assert_eq(cm_der_list_read(fixture_path(p1, sizeof(p1), r->cert), &list, &err), 0, "%s",
+		     err.msg);
 	if (r->chain)
-		cr_assert_eq(cm_der_list_read(fixture_path(p2, sizeof(p2), r->chain), &chain, &err), 0);
+		cr_assert_eq(cm_der_list_read(fixture_path(p2, sizeof(p2), r->chain), &chain, &err),
+			     0);
 	for (size_t i = 0; i < list.n; i++, n++) {
 		der[n] = list.der[i];
 		len[n] = list.len[i];
@@ -100,9 +102,10 @@ Test(x509, table)
 		char *detail = NULL;
 		enum cm_reason got = decide(&rows[i], &trace, &detail);
 
-		cr_expect_eq(got, rows[i].want, "row %zu %s (chain %s, anchors %s): got %s want %s (%s)", i,
-			     rows[i].cert, rows[i].chain ? rows[i].chain : "-", rows[i].anchors,
-			     cm_reason_name(got), cm_reason_name(rows[i].want), detail ? detail : "");
+		cr_expect_eq(
+			got, rows[i].want, "row %zu %s (chain %s, anchors %s): got %s want %s (%s)",
+			i, rows[i].cert, rows[i].chain ? rows[i].chain : "-", rows[i].anchors,
+			cm_reason_name(got), cm_reason_name(rows[i].want), detail ? detail : "");
 		if (got != CM_REASON_ALLOWED && got != CM_REASON_UNTRUSTED)
 			cr_expect_not_null(detail, "row %zu has a detail", i);
 		free(detail);
@@ -114,11 +117,13 @@ Test(x509, rogue_ca_detail_names_the_issuer)
 {
 	struct cm_trace trace = {0};
 	char *detail = NULL;
-	struct row r = {"rogue-alice.pem", "rogue-ca.pem", "issuing-ca.pem", true, 0, CM_REASON_UNTRUSTED};
+	struct row r = {"rogue-alice.pem",  "rogue-ca.pem", "issuing-ca.pem", true, 0,
+			CM_REASON_UNTRUSTED};
 
 	cr_assert_eq(decide(&r, &trace, &detail), CM_REASON_UNTRUSTED);
 	cr_assert_not_null(detail);
-	cr_assert(strstr(detail, "chain to CN=Lab Issuing CA,O=Certmap Lab,C=US failed") != NULL, "%s", detail);
+	cr_assert(strstr(detail, "chain to CN=Lab Issuing CA,O=Certmap Lab,C=US failed") != NULL,
+		  "%s", detail);
 	free(detail);
 	cm_trace_free(&trace);
 }
@@ -135,7 +140,9 @@ Test(x509, summary_formats)
 	char *dec, *upn, *mail;
 
 	cr_assert_eq(cm_der_list_read(FIXTURE("alice.der"), &list, &err), 0);
-	cr_assert_eq(cm_cert_parse((const unsigned char *const *)list.der, list.len, list.n, &cert, &err), 0);
+	cr_assert_eq(cm_cert_parse((const unsigned char *const *)list.der, list.len, list.n, &cert,
+				   &err),
+		     0);
 	s = cm_cert_summary(cert);
 	EVP_Digest(list.der[0], list.len[0], md, &md_len, EVP_sha256(), NULL);
 	cm_hex_lower(md, md_len, hex);
@@ -165,8 +172,11 @@ Test(x509, metacharacters_survive_in_subject)
 	struct cm_err err = {{0}};
 
 	cr_assert_eq(cm_der_list_read(FIXTURE("oscar-meta.pem"), &list, &err), 0);
-	cr_assert_eq(cm_cert_parse((const unsigned char *const *)list.der, list.len, list.n, &cert, &err), 0);
-	cr_assert_str_eq(cm_cert_summary(cert)->subject, "CN=O*scar (test) \\\\ x,OU=Users,O=Certmap Lab,C=US");
+	cr_assert_eq(cm_cert_parse((const unsigned char *const *)list.der, list.len, list.n, &cert,
+				   &err),
+		     0);
+	cr_assert_str_eq(cm_cert_summary(cert)->subject,
+			 "CN=O*scar (test) \\\\ x,OU=Users,O=Certmap Lab,C=US");
 	{
 		char *upn = cm_cert_upn(cert);
 

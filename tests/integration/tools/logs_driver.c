@@ -173,8 +173,7 @@ int main(void)
 	m = cm_metrics_new();
 	if (m == NULL)
 		goto cleanup;
-	json_array_foreach(entries, i, en)
-	{
+	json_array_foreach (entries, i, en) {
 		if (run_entry(en, (time_t)opt_int(spec, "start", 1795341600), &k, al, au, m) != 0)
 			goto cleanup;
 	}
