@@ -167,13 +167,8 @@ int ctl_audit(int argc, char **argv)
 			}
 			break;
 		case 'a':
-			if (ctl_parse_time(optarg, &now) != 0) {
-				fprintf(stderr,
-					"%s: --at: expected ISO 8601 UTC like "
-					"2030-01-01T00:00:00Z, got '%s'\n",
-					PROG, optarg);
+			if (ctl_opt_at(PROG, optarg, &now) != 0)
 				return CTL_EXIT_USAGE;
-			}
 			break;
 		case 'h':
 			audit_usage(stdout);
@@ -183,10 +178,8 @@ int ctl_audit(int argc, char **argv)
 			return CTL_EXIT_USAGE;
 		}
 	}
-	if (optind < argc) {
-		fprintf(stderr, "%s: unexpected argument '%s'\n", PROG, argv[optind]);
+	if (ctl_no_operands(PROG, optind, argc, argv) != 0)
 		return CTL_EXIT_USAGE;
-	}
 	if (config == NULL) {
 		fprintf(stderr, "%s: --config is required\n", PROG);
 		audit_usage(stderr);

@@ -43,6 +43,10 @@ void ctl_session_close(struct ctl_session *s);
 void ctl_time_iso(time_t t, char out[21]);
 /* "--at" parsing: 0 and *out, -1 on a malformed time. */
 int ctl_parse_time(const char *s, time_t *out);
+/* The same for an option value; on error prints "PROG: --at: expected …" to stderr. */
+int ctl_opt_at(const char *prog, const char *arg, time_t *out);
+/* 0 when no operand is left after the options, else prints "PROG: unexpected argument" and -1. */
+int ctl_no_operands(const char *prog, int optind_, int argc, char **argv);
 /* A JSON string of untrusted text (sanitized), or null for NULL. */
 json_t *ctl_json_str(const char *s);
 /* {"binds":…,"searches":…,"modifies":…,"operations":…} */

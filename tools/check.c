@@ -171,12 +171,8 @@ int ctl_check(int argc, char **argv)
 			trace = true;
 			break;
 		case 'a':
-			if (ctl_parse_time(optarg, &now) != 0) {
-				fprintf(stderr,
-					"certmapctl check: --at: expected ISO 8601 UTC like 2030-01-01T00:00:00Z, got '%s'\n",
-					optarg);
+			if (ctl_opt_at("certmapctl check", optarg, &now) != 0)
 				return CTL_EXIT_USAGE;
-			}
 			break;
 		case 'h':
 			check_usage(stdout);
@@ -186,10 +182,8 @@ int ctl_check(int argc, char **argv)
 			return CTL_EXIT_USAGE;
 		}
 	}
-	if (optind < argc) {
-		fprintf(stderr, "certmapctl check: unexpected argument '%s'\n", argv[optind]);
+	if (ctl_no_operands("certmapctl check", optind, argc, argv) != 0)
 		return CTL_EXIT_USAGE;
-	}
 	if (config == NULL || cert == NULL) {
 		fprintf(stderr, "certmapctl check: --config and --cert are required\n");
 		check_usage(stderr);

@@ -4,6 +4,7 @@
  */
 #include "certmapctl.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,6 +32,23 @@ int ctl_parse_time(const char *s, time_t *out)
 		return -1;
 	*out = timegm(&tm);
 	return 0;
+}
+
+int ctl_opt_at(const char *prog, const char *arg, time_t *out)
+{
+	if (ctl_parse_time(arg, out) == 0)
+		return 0;
+	fprintf(stderr, "%s: --at: expected ISO 8601 UTC like 2030-01-01T00:00:00Z, got '%s'\n",
+		prog, arg);
+	return -1;
+}
+
+int ctl_no_operands(const char *prog, int optind_, int argc, char **argv)
+{
+	if (optind_ >= argc)
+		return 0;
+	fprintf(stderr, "%s: unexpected argument '%s'\n", prog, argv[optind_]);
+	return -1;
 }
 
 json_t *ctl_json_str(const char *s)

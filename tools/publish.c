@@ -534,13 +534,8 @@ int ctl_publish(int argc, char **argv)
 			chain = optarg;
 			break;
 		case 'a':
-			if (ctl_parse_time(optarg, &now) != 0) {
-				fprintf(stderr,
-					"%s: --at: expected ISO 8601 UTC like "
-					"2030-01-01T00:00:00Z, got '%s'\n",
-					PROG, optarg);
+			if (ctl_opt_at(PROG, optarg, &now) != 0)
 				return CTL_EXIT_USAGE;
-			}
 			break;
 		case 'h':
 			publish_usage(stdout);
@@ -550,10 +545,8 @@ int ctl_publish(int argc, char **argv)
 			return CTL_EXIT_USAGE;
 		}
 	}
-	if (optind < argc) {
-		fprintf(stderr, "%s: unexpected argument '%s'\n", PROG, argv[optind]);
+	if (ctl_no_operands(PROG, optind, argc, argv) != 0)
 		return CTL_EXIT_USAGE;
-	}
 	n_sources = (cert != NULL) + (cert_dir != NULL) + (map != NULL);
 	if (config == NULL || group == NULL) {
 		fprintf(stderr, "%s: --config and --group are required\n", PROG);
