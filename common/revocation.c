@@ -366,7 +366,7 @@ struct cm_revstore {
 	cm_rev_log_fn log;
 	void *log_arg;
 	/* stats (under mu) */
-	unsigned long fail_crl, fail_ocsp, crl_loads, ocsp_fetches;
+	unsigned long fail_crl, fail_ocsp, crl_loads;
 	unsigned long lat_count[12], lat_total;
 	double lat_sum;
 	unsigned long checks[3];
@@ -1277,7 +1277,6 @@ static enum cert_status check_ocsp(struct cm_revstore *rs, const struct cm_trust
 			e->failed_at = 0;
 			free(e->error);
 			e->error = NULL;
-			rs->ocsp_fetches++;
 			ocsp_record_latency(rs, ms / 1000.0);
 			fetched = true;
 		} else {
@@ -1611,17 +1610,15 @@ static void add_info(struct cm_rev_stats *out, const struct crl_item *it)
 	c->delta = it->delta;
 }
 
-void cm_revstore_stats(struct cm_revstore *rs, time_t now, struct cm_rev_stats *out)
+void cm_revstore_stats(struct cm_revstore *rs, struct cm_rev_stats *out)
 {
 	size_t cap;
 
-	(void)now;
 	memset(out, 0, sizeof(*out));
 	pthread_mutex_lock(&rs->mu);
 	out->fetch_failures_crl = rs->fail_crl;
 	out->fetch_failures_ocsp = rs->fail_ocsp;
 	out->crl_loads = rs->crl_loads;
-	out->ocsp_fetches = rs->ocsp_fetches;
 	for (int i = 0; i < 12; i++) {
 		out->ocsp_latency_s[i] = latency_bounds[i];
 		out->ocsp_latency_count[i] = rs->lat_count[i];

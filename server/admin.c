@@ -117,7 +117,7 @@ static char *render_revocation(struct server *srv)
 	char *buf = calloc(1, 1);
 	char lv[1024];
 
-	cm_revstore_stats(g->rev, now, &st);
+	cm_revstore_stats(g->rev, &st);
 	buf_add(&buf, &len,
 		"# HELP certmap_revocation_checks_total Revocation checks by result.\n"
 		"# TYPE certmap_revocation_checks_total counter\n");

@@ -74,10 +74,9 @@ struct cm_rev_stats {
 	unsigned long fetch_failures_crl;     /* CDP fetches that failed or were refused */
 	unsigned long fetch_failures_ocsp;    /* OCSP requests that failed or were refused */
 	unsigned long crl_loads;              /* CRLs (re)loaded with new content */
-	unsigned long ocsp_fetches;           /* OCSP answers fetched */
 	double ocsp_latency_s[12];            /* histogram bucket bounds (le) */
 	unsigned long ocsp_latency_count[12]; /* cumulative counts per bound */
-	unsigned long ocsp_latency_total;
+	unsigned long ocsp_latency_total;     /* OCSP answers fetched */
 	double ocsp_latency_sum;
 	unsigned long checks_good, checks_revoked, checks_unknown;
 	struct cm_rev_crl_info *crls; /* malloc'd, n_crls entries */
@@ -113,7 +112,7 @@ int cm_revstore_poll(struct cm_revstore *rs, struct cm_dir *dir, time_t now);
 int cm_revstore_start(struct cm_revstore *rs, struct cm_err *err);
 
 unsigned long cm_revstore_epoch(struct cm_revstore *rs);
-void cm_revstore_stats(struct cm_revstore *rs, time_t now, struct cm_rev_stats *out);
+void cm_revstore_stats(struct cm_revstore *rs, struct cm_rev_stats *out);
 void cm_rev_stats_free(struct cm_rev_stats *st);
 
 #endif
