@@ -885,14 +885,22 @@ static int listed(struct crl_item *it, X509 *x)
 	return r == 1 || r == 2 ? r : 0;
 }
 
+/* ISO 8601 UTC of t, or "" for 0. */
+static void fmt_time(time_t t, char out[21])
+{
+	struct tm tm;
+
+	out[0] = '\0';
+	if (t != 0 && gmtime_r(&t, &tm) != NULL)
+		strftime(out, 21, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
 static void trace_item(struct cm_trace *trace, int depth, struct crl_item *it, const char *what,
 		       time_t now)
 {
-	char next[21] = "";
-	struct tm tm;
+	char next[21];
 
-	if (it->next_update != 0 && gmtime_r(&it->next_update, &tm) != NULL)
-		strftime(next, sizeof(next), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	fmt_time(it->next_update, next);
 	cm_trace_add(trace, "revocation: depth %d: %s: %s (%s%s, %zu entries, nextUpdate %s)",
 		     depth, it->source, what, it->delta ? "delta CRL, " : "",
 		     item_current(it, now) ? "current" : "stale", it->entries,
@@ -1151,15 +1159,6 @@ static void ocsp_evict(struct cm_revstore *rs, time_t now)
 			}
 		}
 	}
-}
-
-static void fmt_time(time_t t, char out[21])
-{
-	struct tm tm;
-
-	out[0] = '\0';
-	if (t != 0 && gmtime_r(&t, &tm) != NULL)
-		strftime(out, 21, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
 static enum cert_status ocsp_status(const struct cm_ocsp_answer *a)
