@@ -25,7 +25,8 @@ static void check_usage(FILE *f)
 		"                        [--basic-user NAME] [--path PATH] [--at TIME] [--json] [--trace]\n"
 		"\n"
 		"Decides the certificate as certmapd would: chain and EKU, validity, revocation,\n"
-		"the directory mapping and the access policy of the config.\n"
+		"the directory mapping and the access policy of the config. Revocation data\n"
+		"(CRL files, CDP CRLs, OCSP answers) is read or fetched for this run only.\n"
 		"\n"
 		"  --config FILE      certmap JSON config (needs client_certificates, directory,\n"
 		"                     mapping, authorization)\n"
@@ -39,7 +40,8 @@ static void check_usage(FILE *f)
 		"  --at TIME          evaluate at TIME (ISO 8601 UTC, 2030-01-01T00:00:00Z)\n"
 		"                     instead of now\n"
 		"  --json             one JSON object on stdout\n"
-		"  --trace            show every step and source consulted\n"
+		"  --trace            show every step and source consulted (each CRL file, CDP\n"
+		"                     and OCSP URL with its answer)\n"
 		"\n"
 		"exit status: 0 allow, 1 deny, 2 usage or configuration error\n");
 }
